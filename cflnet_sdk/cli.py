@@ -1,0 +1,48 @@
+"""The ``cflnet`` command line. Heavy libraries load inside each command, never at start-up."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cflnet_sdk import __version__
+from cflnet_sdk.commands import official
+from cflnet_sdk.errors import CFLNetError
+
+app = typer.Typer(
+    name="cflnet",
+    help="CFL-Net image forgery localization: train, evaluate, predict and benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cflnet-sdk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """CFL-Net image forgery localization."""
+
+
+app.command("import-official")(official.import_official)
+
+
+def run(application: typer.Typer) -> None:
+    """Run a typer app, turning ``CFLNetError`` into a one-line message and exit status 2."""
+    try:
+        application(standalone_mode=True)
+    except CFLNetError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+def main() -> None:
+    run(app)

@@ -1,0 +1,1 @@
+"""One module per ``cflnet`` sub-command; each imports its heavy libraries lazily."""
