@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import ConfigError, ModelFileError
 from cflnet_sdk.training.aspp import ASPP
 from cflnet_sdk.training.config import CFLNetConfig
@@ -36,6 +37,7 @@ class CFLNet(nn.Module):
     def __init__(self, config: CFLNetConfig | None = None):
         super().__init__()
         self.config = config = config or CFLNetConfig()
+        self.contract = Contract()  # preprocessing this model expects; set by load_checkpoint
         self.encoder = create_trunk(config.backbone)
         channels = self.encoder.feature_info.channels()[-1]
         if config.srm:
@@ -117,3 +119,28 @@ def load_backbone_weights(trunk: nn.Module, path: str | Path) -> None:
         raise ModelFileError(f"{len(missing)} backbone tensors missing or of another shape "
                              f"(first: {missing[:5]}); is this the right backbone's file?", path)
     trunk.load_state_dict(usable, strict=True)
+
+
+class CFLNetInference(nn.Module):
+    """The deployable network: RGB and SRM streams, ASPP and segmentation head, no projection.
+
+    Input: (B, 3, H, W) normalised by the contract. Output: (B, 1, H, W) tampered-class
+    probability at the input size, so every exported backend returns the same thing.
+    """
+
+    def __init__(self, model: CFLNet):
+        super().__init__()
+        self.config = model.config
+        self.contract = model.contract
+        self.encoder = model.encoder
+        if model.config.srm:
+            self.conv_srm = model.conv_srm
+            self.encoder_srm = model.encoder_srm
+        self.aspp = model.aspp
+        self.decoder = model.decoder
+
+    features = CFLNet.features
+    tamper_probability = CFLNet.tamper_probability
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tamper_probability(x)

@@ -1,0 +1,1 @@
+"""Export stage: ONNX, precision variants, TensorRT engines, Triton repositories, parity."""
