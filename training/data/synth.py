@@ -1,0 +1,301 @@
+"""Synthetic forgeries: deterministic per (seed, index), written to disk or streamed.
+
+Sample ``i`` of seed ``s`` draws everything from ``SeedSequence(s, spawn_key=(i,))``, so it is
+the same bytes whether produced first or last, by one worker process or eight, on disk or on the
+fly inside a DataLoader worker. Torch-free on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from cflnet_sdk.training.data import ops
+from cflnet_sdk.training.data.manipulations import KINDS, MANIPULATIONS, Manipulated
+from cflnet_sdk.training.data.sources import PhotoSource, random_view
+from PIL import Image
+
+from cflnet_sdk.errors import DataError
+
+POST_OPS = ("jpeg", "resize", "blur", "noise")
+MANIFEST = "manifest.jsonl"
+CONFIG_FILE = "synth_config.json"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that decides the samples; saved next to the manifest for regeneration."""
+
+    seed: int = 0
+    height: int = 256
+    width: int = 256
+    kinds: tuple[str, ...] = KINDS
+    pristine_rate: float = 0.1
+    post_rate: float = 0.5
+    post_ops: tuple[str, ...] = POST_OPS
+    jpeg_quality: tuple[int, int] = (60, 95)
+    sources: tuple[str, ...] = ()
+    image_format: Literal["png", "jpeg"] = "png"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.kinds) - set(KINDS)
+        if unknown or not self.kinds:
+            raise DataError(f"unknown manipulation kinds {sorted(unknown)}; choose from "
+                            f"{', '.join(KINDS)}")
+        if set(self.post_ops) - set(POST_OPS):
+            raise DataError(f"unknown post-processing {sorted(set(self.post_ops) - set(POST_OPS))};"
+                            f" choose from {', '.join(POST_OPS)}")
+        if not (0.0 <= self.pristine_rate <= 1.0 and 0.0 <= self.post_rate <= 1.0):
+            raise DataError("pristine_rate and post_rate must be in [0, 1]")
+        if min(self.height, self.width) < 32:
+            raise DataError(f"size {self.height}x{self.width} is too small; use at least 32x32")
+        low, high = self.jpeg_quality
+        if not 1 <= low <= high <= 100:
+            raise DataError(f"jpeg_quality {self.jpeg_quality} must be LOW-HIGH within 1-100")
+        if self.image_format not in ("png", "jpeg"):
+            raise DataError(f"image_format {self.image_format!r} is not 'png' or 'jpeg'")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> SynthConfig:
+        data = json.loads(text)
+        for key in ("kinds", "post_ops", "jpeg_quality", "sources"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass
+class Sample:
+    """One synthetic sample. ``mask`` is None for a pristine (unedited) image."""
+
+    index: int
+    image: np.ndarray
+    mask: np.ndarray | None
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
+    """The generator of sample ``index``: independent of every other sample and of scheduling.
+
+    ``stream`` 0 draws the edit, 1 the global post-processing, so changing the post-processing
+    settings never changes which edit a sample gets.
+    """
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, stream)))
+
+
+def _post_process(image: np.ndarray, rng: np.random.Generator, config: SynthConfig,
+                  ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Global trace-hiding operations: the mask is unchanged, the local traces get weaker."""
+    if not config.post_ops or rng.random() >= config.post_rate:
+        return image, []
+    count = int(rng.integers(1, min(2, len(config.post_ops)) + 1))
+    chosen = rng.choice(len(config.post_ops), size=count, replace=False)
+    applied = []
+    for name in sorted(config.post_ops[i] for i in chosen):
+        if name == "jpeg":
+            quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+            image, step = ops.jpeg_roundtrip(image, quality), {"op": name, "quality": quality}
+        elif name == "resize":
+            scale = float(rng.uniform(0.5, 0.9))
+            image, step = ops.resample_roundtrip(image, scale), {"op": name,
+                                                                "scale": round(scale, 3)}
+        elif name == "blur":
+            sigma = float(rng.uniform(0.3, 1.0))
+            image, step = ops.gaussian_blur(image, sigma), {"op": name, "sigma": round(sigma, 3)}
+        else:
+            sigma = float(rng.uniform(1.0, 4.0))
+            image, step = ops.add_noise(image, sigma, rng), {"op": name, "sigma": round(sigma, 3)}
+        applied.append(step)
+    return image, applied
+
+
+def manipulate(config: SynthConfig, index: int, source: PhotoSource | None = None,
+               ) -> tuple[np.ndarray, Manipulated | None, dict[str, Any]]:
+    """Sample ``index`` before global post-processing: (original view, edit or None, params).
+
+    Exposed so tests and users can see that an edit changes pixels only inside its mask.
+    """
+    source = source or PhotoSource(config.sources)
+    rng = sample_rng(config.seed, index)
+    photo = int(rng.integers(len(source)))
+    view = random_view(source.photo(photo), rng, config.height, config.width)
+    params: dict[str, Any] = {"photo": source.names[photo]}
+    if rng.random() < config.pristine_rate:
+        return view, None, params
+    kind = str(config.kinds[int(rng.integers(len(config.kinds)))])
+    donor = None
+    if kind == "splice":
+        # A different photo when there is one: a splice from the same photo is a copy-move.
+        other = (photo + 1 + int(rng.integers(max(1, len(source) - 1)))) % len(source)
+        donor = random_view(source.photo(other), rng, config.height, config.width)
+        params["donor"] = source.names[other]
+    edited = MANIPULATIONS[kind](view, rng, donor=donor)
+    edited.params = {"kind": kind, **params, **edited.params}
+    return view, edited, edited.params
+
+
+def generate_sample(config: SynthConfig, index: int, source: PhotoSource | None = None,
+                    ) -> Sample:
+    """Sample ``index`` of ``config``, post-processing included."""
+    view, edited, params = manipulate(config, index, source)
+    rng = sample_rng(config.seed, index, stream=1)
+    image = view if edited is None else edited.image
+    image, post = _post_process(image, rng, config)
+    kind = "pristine" if edited is None else params["kind"]
+    return Sample(index, image, None if edited is None else edited.mask, kind,
+                  {**params, "kind": kind, "post": post})
+
+
+class SynthDataset:
+    """A map-style, on-the-fly dataset of ``length`` synthetic samples (torch-free).
+
+    ``load(i)`` returns ``(rgb, mask)`` like ``ForgeryDataset.load``; ``offset`` shifts the
+    indices so each epoch (or each split) can see fresh samples of the same seed.
+    """
+
+    def __init__(self, config: SynthConfig | None = None, length: int = 10_000,
+                 offset: int = 0) -> None:
+        self.config = config or SynthConfig()
+        self.length, self.offset = length, offset
+        self._source: PhotoSource | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> Sample:
+        if not 0 <= index < self.length:
+            raise IndexError(f"sample {index} outside 0..{self.length - 1}")
+        if self._source is None:
+            self._source = PhotoSource(self.config.sources)
+        return generate_sample(self.config, self.offset + index, self._source)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sample = self.sample(index)
+        mask = sample.mask if sample.mask is not None else np.zeros(sample.image.shape[:2], bool)
+        return sample.image, mask
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self.sample(i) for i in range(self.length))
+
+
+# -- writing to disk ------------------------------------------------------------------------
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write through a temporary file and ``os.replace``: no reader ever sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        image.save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def write_sample(sample: Sample, out: Path, config: SynthConfig) -> dict[str, Any]:
+    """Write one sample's image and mask; return its manifest line."""
+    suffix = "jpg" if config.image_format == "jpeg" else "png"
+    image_name = f"images/{sample.index:06d}.{suffix}"
+    atomic_write(out / image_name, _encode(Image.fromarray(sample.image), config.image_format))
+    mask_name = None
+    if sample.mask is not None:
+        mask_name = f"masks/{sample.index:06d}.png"
+        atomic_write(out / mask_name, _encode(Image.fromarray(sample.mask.astype(np.uint8) * 255),
+                                              "png"))
+    return {"image": image_name, "mask": mask_name, "kind": sample.kind, "index": sample.index,
+            "seed": config.seed, "parameters": sample.params}
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: SynthConfig, out: str) -> None:
+    _WORKER.update(config=config, out=Path(out), source=PhotoSource(config.sources))
+
+
+def _work(index: int) -> dict[str, Any]:
+    config, out, source = _WORKER["config"], _WORKER["out"], _WORKER["source"]
+    return write_sample(generate_sample(config, index, source), out, config)
+
+
+@dataclass
+class SynthReport:
+    """What ``generate`` wrote and how fast."""
+
+    out: Path
+    count: int
+    seconds: float
+    manifest: Path
+    preview: Path | None = None
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+
+def generate(config: SynthConfig, out: str | Path, count: int, workers: int = 1,
+             preview: bool = False) -> SynthReport:
+    """Write ``count`` samples, ``manifest.jsonl`` and the config to ``out``."""
+    if count < 1:
+        raise DataError(f"count {count} must be at least 1")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    PhotoSource(config.sources).names  # noqa: B018 - fail early, before forking workers
+    start = time.perf_counter()
+    if workers <= 1:
+        _init_worker(config, str(out))
+        lines = [_work(i) for i in range(count)]
+    else:
+        with multiprocessing.get_context().Pool(workers, _init_worker, (config, str(out))) as pool:
+            lines = list(pool.imap(_work, range(count), chunksize=4))
+    manifest = out / MANIFEST
+    atomic_write(manifest, "".join(json.dumps(line, sort_keys=True) + "\n"
+                                   for line in lines).encode())
+    atomic_write(out / CONFIG_FILE, config.to_json().encode())
+    seconds = time.perf_counter() - start
+    kinds: dict[str, int] = {}
+    for line in lines:
+        kinds[line["kind"]] = kinds.get(line["kind"], 0) + 1
+    report = SynthReport(out, count, seconds, manifest, kinds=kinds)
+    if preview:
+        from cflnet_sdk.training.data.preview import contact_sheet
+
+        report.preview = out / "preview.png"
+        atomic_write(report.preview, _encode(contact_sheet(out, lines[:24]), "png"))
+    return report
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256"`` -> (256, 256); ``"192x256"`` -> (192, 256) as height x width."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError as exc:
+        raise DataError(f"size {text!r} is not N or HxW (e.g. 256 or 192x256)") from exc
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise DataError(f"size {text!r} is not N or HxW (e.g. 256 or 192x256)")
+
+
+def parse_list(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Comma-separated CLI values (``"splice,removal"``) as a tuple."""
+    items = [text] if isinstance(text, str) else list(text)
+    return tuple(p.strip() for item in items for p in item.split(",") if p.strip())
