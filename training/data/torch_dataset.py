@@ -1,0 +1,58 @@
+"""A thin torch ``Dataset`` over any record source: the only torch-aware file of the data code.
+
+Images decode with ``cflnet_sdk.images.load_image`` and become tensors through
+``Contract.preprocess``/``Contract.resize_mask``: the exact functions the runtime uses, so a
+model never trains on pixels prepared differently from the ones it will see in deployment.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from cflnet_sdk.training.data.augment import AugmentConfig, augment
+from torch.utils.data import Dataset
+
+from cflnet_sdk.contract import Contract
+from cflnet_sdk.images import load_image
+
+
+class PairSource(Protocol):
+    """``ForgeryDataset`` and ``SynthDataset`` both fit: a length and ``load(i) -> (rgb, mask)``."""
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ForgeryTorchDataset(Dataset):
+    """``(image float32 3xHxW normalised, mask float32 HxW in {0, 1})`` pairs at contract size.
+
+    Augmentation draws from ``SeedSequence(seed, spawn_key=(epoch, index))``: reproducible, and
+    different each epoch once ``set_epoch`` is called.
+    """
+
+    def __init__(self, source: PairSource, contract: Contract | None = None,
+                 augment_config: AugmentConfig | None = None, seed: int = 1221) -> None:
+        self.source = source
+        self.contract = contract or Contract()
+        self.augment_config = augment_config or AugmentConfig()
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb, mask = self.source.load(index)
+        rgb = load_image(rgb)  # arrays from a synthetic source get the same normalisation
+        if self.augment_config.enabled:
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed,
+                                                               spawn_key=(self.epoch, index)))
+            rgb, mask = augment(rgb, mask, rng, self.augment_config)
+        image = torch.from_numpy(self.contract.preprocess(rgb))
+        target = torch.from_numpy(self.contract.resize_mask(mask).astype(np.float32))
+        return image, target
