@@ -55,8 +55,9 @@ def read_mask(path: Path, polarity: Polarity = "white") -> np.ndarray:
         rgb = load_image(path).astype(np.int16)
     except CFLNetError as exc:
         raise DataError(f"unreadable mask ({exc}); re-export or remove the pair", path) from exc
-    if polarity == "green":  # Columbia edgemask: green = spliced region, red = authentic
-        return (rgb[..., 1] > 127) & (rgb[..., 0] < 128)
+    if polarity == "green":  # Columbia edgemask: green = spliced region, red = authentic;
+        # JPEG-coded, so decide by which of the two colours dominates, not by exact values.
+        return (rgb[..., 1] > rgb[..., 0]) & (rgb[..., 1] > 64)
     gray = rgb.mean(axis=2)
     return gray < 128 if polarity == "black" else gray > 127
 

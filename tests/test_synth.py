@@ -1,0 +1,149 @@
+"""Synthetic forgeries: edits stay inside their masks, bytes are a function of (seed, index)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cflnet_sdk.training.data import sources
+from cflnet_sdk.training.data.manipulations import KINDS
+from cflnet_sdk.training.data.synth import (
+    SynthConfig,
+    SynthDataset,
+    generate,
+    generate_sample,
+    manipulate,
+)
+from PIL import Image
+
+from cflnet_sdk.errors import DataError
+
+SMALL = {"height": 96, "width": 128}
+CFLNET = str(Path(sys.executable).with_name("cflnet"))  # the installed console script
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_changes_pixels_only_inside_its_mask(kind):
+    config = SynthConfig(seed=7, kinds=(kind,), pristine_rate=0.0, **SMALL)
+    for index in range(6):
+        view, edited, params = manipulate(config, index)
+        assert edited is not None and params["kind"] == kind
+        assert edited.image.shape == view.shape and edited.image.dtype == np.uint8
+        changed = (edited.image != view).any(axis=2)
+        assert changed.any(), f"{kind} #{index} changed nothing"
+        assert not (changed & ~edited.mask).any(), "a changed pixel lies outside the mask"
+        # The mask is the edited region, not the whole image, and mostly really changed.
+        assert 0.005 < edited.mask.mean() < 0.6
+        assert changed.sum() >= 0.5 * edited.mask.sum()
+
+
+def test_pristine_samples_have_no_mask_and_post_processing_keeps_the_mask():
+    config = SynthConfig(seed=3, pristine_rate=0.5, post_rate=1.0, **SMALL)
+    kinds = set()
+    for index in range(12):
+        sample = generate_sample(config, index)
+        _, edited, _ = manipulate(config, index)
+        kinds.add(sample.kind)
+        assert sample.image.shape == (96, 128, 3)
+        assert sample.params["post"], "post_rate=1 must post-process every sample"
+        if sample.kind == "pristine":
+            assert sample.mask is None and edited is None
+        else:
+            assert np.array_equal(sample.mask, edited.mask)
+    assert "pristine" in kinds and len(kinds) > 2
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_same_seed_same_bytes_across_worker_counts(tmp_path):
+    config = SynthConfig(seed=11, pristine_rate=0.2, **SMALL)
+    one = generate(config, tmp_path / "one", 10, workers=1)
+    two = generate(config, tmp_path / "two", 10, workers=2)
+    assert _files(one.out) == _files(two.out)
+    other = generate(SynthConfig(seed=12, **SMALL), tmp_path / "other", 10)
+    assert _files(other.out)["manifest.jsonl"] != _files(one.out)["manifest.jsonl"]
+
+
+def test_manifest_regenerates_every_sample(tmp_path):
+    config = SynthConfig(seed=5, pristine_rate=0.3, **SMALL)
+    generate(config, tmp_path, 8)
+    lines = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [line["index"] for line in lines] == list(range(8))
+    saved = SynthConfig.from_json((tmp_path / "synth_config.json").read_text())
+    assert saved == config
+    for line in lines:
+        assert set(line) >= {"image", "mask", "kind", "parameters", "seed"}
+        sample = generate_sample(saved, line["index"])
+        assert np.array_equal(np.asarray(Image.open(tmp_path / line["image"])), sample.image)
+        if line["mask"] is None:
+            assert line["kind"] == "pristine" and sample.mask is None
+        else:
+            mask = np.asarray(Image.open(tmp_path / line["mask"]))
+            assert set(np.unique(mask)) <= {0, 255}
+            assert np.array_equal(mask == 255, sample.mask)
+    assert not list(tmp_path.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_streaming_dataset_matches_files_and_offsets(tmp_path):
+    config = SynthConfig(seed=2, **SMALL)
+    stream = SynthDataset(config, length=4)
+    shifted = SynthDataset(config, length=2, offset=2)
+    rgb, mask = stream.load(3)
+    assert np.array_equal(rgb, shifted.load(1)[0]) and np.array_equal(mask, shifted.load(1)[1])
+    assert mask.dtype == bool and mask.shape == rgb.shape[:2]
+    assert [s.index for s in stream] == [0, 1, 2, 3]
+    with pytest.raises(IndexError):
+        stream.sample(4)
+
+
+def test_user_photo_folders_and_missing_sources(tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (80, 90, 3), dtype=np.uint8)).save(folder / name)
+    config = SynthConfig(seed=1, sources=(str(folder),), kinds=("splice",), pristine_rate=0.0,
+                         height=64, width=64)
+    sample = generate_sample(config, 0)
+    assert sample.params["photo"].endswith((".png", ".jpg")) and sample.mask.any()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no photos"):
+        generate_sample(SynthConfig(sources=(str(tmp_path / "empty"),)), 0)
+    with pytest.raises(DataError, match="does not exist"):
+        generate_sample(SynthConfig(sources=(str(tmp_path / "missing"),)), 0)
+    monkeypatch.setattr(sources, "packaged_photo_loaders", lambda: {})
+    with pytest.raises(DataError, match="pip install scikit-image"):
+        generate_sample(SynthConfig(seed=99, **SMALL), 0)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(DataError, match="unknown manipulation"):
+        SynthConfig(kinds=("blend",))
+    with pytest.raises(DataError, match="jpeg_quality"):
+        SynthConfig(jpeg_quality=(90, 10))
+
+
+def test_cli_synth_writes_samples_and_preview(tmp_path):
+    out = tmp_path / "synth"
+    result = subprocess.run(
+        [CFLNET, "synth", "--out", str(out), "--count", "6",
+         "--seed", "4", "--size", "64x96", "--kinds", "splice,removal", "--workers", "2",
+         "--preview"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 6 samples" in result.stdout
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    assert {json.loads(line)["kind"] for line in lines} <= {"splice", "removal", "pristine"}
+    assert Image.open(out / "images" / "000000.png").size == (96, 64)
+    with Image.open(out / "preview.png") as sheet:
+        assert sheet.width > 400
+    bad = subprocess.run([CFLNET, "synth", "--out", str(tmp_path / "x"), "--kinds", "warp"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "unknown manipulation kinds" in bad.stderr
