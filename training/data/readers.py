@@ -70,25 +70,27 @@ def _header_size(path: Path) -> tuple[int, int]:
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
+def _size_or_reason(path: Path, what: str) -> tuple[int, int] | str:
+    """The decoded size of ``path``, or why it cannot be read (``what`` names its role)."""
+    if not path.is_file():
+        return f"{what} {path} does not exist"
+    try:
+        return _header_size(path)
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        return f"{what} {path} is unreadable ({exc})"
+
+
 def check_record(record: Record) -> str | None:
     """Why ``record`` is unusable (missing, unreadable, size mismatch), or None if it looks fine.
 
     Reads headers only, so checking a whole dataset costs seconds, not a full decode.
     """
-    try:
-        if not record.image.is_file():
-            return f"image {record.image} does not exist"
-        size = _header_size(record.image)
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        return f"image {record.image} is unreadable ({exc})"
-    if record.mask is None:
-        return None
-    try:
-        if not record.mask.is_file():
-            return f"mask {record.mask} of image {record.image.name} does not exist"
-        mask_size = _header_size(record.mask)
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        return f"mask {record.mask} is unreadable ({exc})"
+    size = _size_or_reason(record.image, "image")
+    if isinstance(size, str) or record.mask is None:
+        return size if isinstance(size, str) else None
+    mask_size = _size_or_reason(record.mask, f"mask of {record.image.name}:")
+    if isinstance(mask_size, str):
+        return mask_size
     if mask_size != size:
         return (f"mask {record.mask.name} is {mask_size[1]}x{mask_size[0]} but image "
                 f"{record.image.name} is {size[1]}x{size[0]}")
