@@ -118,7 +118,7 @@ def test_user_photo_folders_and_missing_sources(tmp_path, monkeypatch):
         generate_sample(SynthConfig(sources=(str(tmp_path / "empty"),)), 0)
     with pytest.raises(DataError, match="does not exist"):
         generate_sample(SynthConfig(sources=(str(tmp_path / "missing"),)), 0)
-    monkeypatch.setattr(sources, "packaged_photo_loaders", lambda: {})
+    monkeypatch.setattr(sources, "packaged_photos", lambda: {})
     with pytest.raises(DataError, match="pip install scikit-image"):
         generate_sample(SynthConfig(seed=99, **SMALL), 0)
 

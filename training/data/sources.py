@@ -1,14 +1,16 @@
 """Where synthetic forgeries get their pixels: the user's photos or photos shipped in packages.
 
-Packaged photos (scikit-image ``skimage.data``, scikit-learn sample images, matplotlib's
-sample data) load offline, so a fresh install can generate training data with no download.
+Packaged photos (the files behind scikit-image ``skimage.data``, scikit-learn's
+``load_sample_images`` and matplotlib's sample data) load offline, so a fresh install can
+generate training data with no download.
 Random crops, flips and scales turn a few dozen photos into thousands of distinct samples.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,57 +22,42 @@ from cflnet_sdk.images import load_image
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
-# Natural photographs in skimage.data that ship inside the wheel (no pooch download needed).
-SKIMAGE_PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
-    "immunohistochemistry", "stereo_motorcycle", "camera", "brick", "grass", "gravel",
-    "coins", "moon", "cell",
+# Natural photographs shipped inside installed packages: (name, package, file in the package).
+# Found by path, not by importing the package: importing skimage.data, sklearn.datasets and
+# matplotlib costs ~2.5 s, paid again by every worker process.
+PACKAGED_PHOTOS = (
+    *((f"skimage:{name}", "skimage", f"data/{file}") for name, file in (
+        ("astronaut", "astronaut.png"), ("chelsea", "chelsea.png"), ("coffee", "coffee.png"),
+        ("rocket", "rocket.jpg"), ("hubble_deep_field", "hubble_deep_field.jpg"),
+        ("retina", "retina.jpg"), ("immunohistochemistry", "ihc.png"),
+        ("stereo_motorcycle", "motorcycle_left.png"), ("camera", "camera.png"),
+        ("brick", "brick.png"), ("grass", "grass.png"), ("gravel", "gravel.png"),
+        ("coins", "coins.png"), ("moon", "moon.png"), ("cell", "cell.png"))),
+    ("sklearn:china", "sklearn", "datasets/images/china.jpg"),
+    ("sklearn:flower", "sklearn", "datasets/images/flower.jpg"),
+    ("matplotlib:grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 )
 
 
-def _skimage_photos() -> dict[str, Callable[[], np.ndarray]]:
+def _package_folder(package: str) -> Path | None:
     try:
-        from skimage import data
-    except ImportError:
-        return {}
-
-    def loader(name: str) -> Callable[[], np.ndarray]:
-        def load() -> np.ndarray:
-            image = getattr(data, name)()
-            return image[0] if isinstance(image, tuple) else image  # stereo pair: left view
-        return load
-
-    return {f"skimage:{name}": loader(name) for name in SKIMAGE_PHOTOS if hasattr(data, name)}
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _sklearn_photos() -> dict[str, Callable[[], np.ndarray]]:
-    try:
-        from sklearn.datasets import load_sample_image
-    except ImportError:
-        return {}
-    return {f"sklearn:{name}": functools.partial(load_sample_image, f"{name}.jpg")
-            for name in ("china", "flower")}
-
-
-def _matplotlib_photos() -> dict[str, Callable[[], np.ndarray]]:
-    try:
-        from matplotlib import cbook
-    except ImportError:
-        return {}
-
-    def grace_hopper() -> np.ndarray:
-        with cbook.get_sample_data("grace_hopper.jpg") as handle:
-            return load_image(Path(handle.name))
-
-    return {"matplotlib:grace_hopper": grace_hopper}
-
-
-def packaged_photo_loaders() -> dict[str, Callable[[], np.ndarray]]:
-    """Name -> loader of every packaged photo available here, in a fixed order."""
-    loaders: dict[str, Callable[[], np.ndarray]] = {}
-    for provider in (_skimage_photos, _sklearn_photos, _matplotlib_photos):
-        loaders.update(provider())
-    return loaders
+@functools.lru_cache(maxsize=1)
+def packaged_photos() -> dict[str, Path]:
+    """Name -> file of every packaged photo installed here, in a fixed order."""
+    found = {}
+    for name, package, relative in PACKAGED_PHOTOS:
+        folder = _package_folder(package)
+        if folder is not None and (folder / relative).is_file():
+            found[name] = folder / relative
+    return found
 
 
 @dataclass(frozen=True)
@@ -86,7 +73,7 @@ class PhotoSource:
     @functools.cached_property
     def names(self) -> tuple[str, ...]:
         if not self.folders:
-            names = tuple(packaged_photo_loaders())
+            names = tuple(packaged_photos())
             if not names:
                 raise DataError("no packaged photos to synthesise from: install one of "
                                 "`pip install scikit-image` or `pip install scikit-learn`, "
@@ -113,8 +100,7 @@ class PhotoSource:
 
 @functools.lru_cache(maxsize=64)
 def _load_photo(name: str) -> np.ndarray:
-    loaders = {} if Path(name).is_file() else packaged_photo_loaders()
-    rgb = load_image(loaders[name]() if name in loaders else Path(name))
+    rgb = load_image(packaged_photos().get(name, Path(name)))
     rgb.setflags(write=False)  # cached and shared: nobody may edit it in place
     return rgb
 
