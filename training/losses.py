@@ -46,8 +46,8 @@ def _anchor_block(z: torch.Tensor, lse_negative: torch.Tensor, temperature: floa
 
     For anchor i with negatives' m_i = logsumexp_k s_ik, each positive term of Eq. 2 is
     -log(e^{s_ij} / (e^{s_ij} + e^{m_i})) = softplus(m_i - s_ij): stable, and free of the
-    authors' column-max shift. Returns the loss sum, dL/dm (per anchor) and the symmetric
-    dL/ds of the block (or None).
+    authors' column-max shift. Returns the loss sum, dL/dm_i and dL/dz of this block's
+    similarities (or None).
     """
     n = z.shape[0]
     if n < 2:  # a lone anchor has no positive: it counts 0
@@ -58,8 +58,9 @@ def _anchor_block(z: torch.Tensor, lse_negative: torch.Tensor, temperature: floa
     loss = F.softplus(margin).sum() * weight
     if not need_grad:
         return loss, z.new_zeros(n), None
-    pull = margin.sigmoid_().mul_(weight)  # = -dL/ds_ij
-    return loss, pull.sum(dim=1), -(pull + pull.T)
+    pull = margin.sigmoid_()  # -dL/ds_ij / weight; s = z z^T feeds both factors
+    grad = torch.addmm(pull.T @ z, pull, z, beta=-weight, alpha=-weight)
+    return loss, pull.sum(dim=1) * weight, grad
 
 
 def _image_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float, need_grad: bool
@@ -75,8 +76,8 @@ def _image_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float, need_
     z0, z1 = z[pristine], z[tampered]
     cross = z0 @ z1.T / temperature  # s between pristine (rows) and tampered (columns)
     lse0, lse1 = torch.logsumexp(cross, dim=1), torch.logsumexp(cross, dim=0)
-    loss0, dm0, grad00 = _anchor_block(z0, lse0, temperature, need_grad)
-    loss1, dm1, grad11 = _anchor_block(z1, lse1, temperature, need_grad)
+    loss0, dm0, grad0 = _anchor_block(z0, lse0, temperature, need_grad)
+    loss1, dm1, grad1 = _anchor_block(z1, lse1, temperature, need_grad)
     if not need_grad:
         return loss0 + loss1, None
     # d m_i / d s_ik is the softmax over anchor i's negatives (rows for class 0, columns for 1)
@@ -85,10 +86,10 @@ def _image_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float, need_
     grad = torch.zeros_like(z)
     grad[pristine] = grad01 @ z1
     grad[tampered] = grad01.T @ z0
-    if grad00 is not None:
-        grad[pristine] += grad00 @ z0
-    if grad11 is not None:
-        grad[tampered] += grad11 @ z1
+    if grad0 is not None:
+        grad[pristine] += grad0
+    if grad1 is not None:
+        grad[tampered] += grad1
     return loss0 + loss1, grad / temperature
 
 
