@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from cflnet_sdk.images import load_image
 
 TILE = 200
-LABEL = 22
+LABEL = 32
 COLUMNS = 6
 OUTLINE_RGB = np.array([255, 40, 40], dtype=np.float32)
 KIND_RGB = {"splice": (255, 140, 60), "copy-move": (90, 200, 255), "removal": (180, 120, 255),
@@ -32,13 +32,12 @@ def _tile(image: np.ndarray, mask: np.ndarray | None) -> Image.Image:
     return tile
 
 
-def _caption(line: dict[str, Any]) -> str:
+def _caption(line: dict[str, Any]) -> tuple[str, str]:
+    """Two short lines that fit under a tile: what was done, then the global post-processing."""
     params = line.get("parameters", {})
-    detail = params.get("op", "")
     post = "+".join(step["op"] for step in params.get("post", []))
-    text = f"#{line['index']} {line['kind']}"
-    text += f" ({detail})" if detail else ""
-    return text + (f"  post:{post}" if post else "")
+    detail = ", ".join(p for p in (params.get("op", ""), f"post {post}" if post else "") if p)
+    return f"#{line['index']} {line['kind']}", detail
 
 
 def contact_sheet(out: Path, lines: Sequence[dict[str, Any]]) -> Image.Image:
@@ -47,12 +46,13 @@ def contact_sheet(out: Path, lines: Sequence[dict[str, Any]]) -> Image.Image:
     sheet = Image.new("RGB", (COLUMNS * (TILE + 4) + 4, rows * (TILE + LABEL + 4) + 4),
                       (24, 24, 28))
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=13)
+    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
     for n, line in enumerate(lines):
         image = load_image(out / line["image"])
         mask = None if line["mask"] is None else load_image(out / line["mask"])[..., 0] > 127
         x, y = 4 + (n % COLUMNS) * (TILE + 4), 4 + (n // COLUMNS) * (TILE + LABEL + 4)
         sheet.paste(_tile(image, mask), (x, y))
-        colour = KIND_RGB.get(line["kind"], (230, 230, 230))
-        draw.text((x + 3, y + TILE + 3), _caption(line), fill=colour, font=font)
+        title, detail = _caption(line)
+        draw.text((x + 3, y + TILE + 2), title, fill=KIND_RGB.get(line["kind"]), font=font)
+        draw.text((x + 3, y + TILE + 17), detail, fill=(170, 170, 178), font=small)
     return sheet

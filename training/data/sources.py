@@ -32,7 +32,7 @@ PACKAGED_PHOTOS = (
         ("retina", "retina.jpg"), ("immunohistochemistry", "ihc.png"),
         ("stereo_motorcycle", "motorcycle_left.png"), ("camera", "camera.png"),
         ("brick", "brick.png"), ("grass", "grass.png"), ("gravel", "gravel.png"),
-        ("coins", "coins.png"), ("moon", "moon.png"), ("cell", "cell.png"))),
+        ("coins", "coins.png"))),
     ("sklearn:china", "sklearn", "datasets/images/china.jpg"),
     ("sklearn:flower", "sklearn", "datasets/images/flower.jpg"),
     ("matplotlib:grace_hopper", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
