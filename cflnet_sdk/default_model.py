@@ -1,0 +1,12 @@
+"""The model that ships inside the package, used when no model file is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "cflnet_default.onnx"
+
+
+def default_model_path() -> Path | None:
+    """The packaged default model, or None while this build ships none."""
+    return DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None
