@@ -50,3 +50,57 @@ def read_engine(path: str | Path) -> tuple[dict[str, Any] | None, bytes]:
     if not plan:
         raise ModelFileError("the engine file holds a header but no plan; rebuild it", path)
     return header, plan
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"10.3.0.26"`` -> (10, 3, 0): the part of a TensorRT version that decides plan format."""
+    parts = []
+    for piece in str(version).split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def check_engine_header(header: dict[str, Any], trt_version: str,
+                        gpu: tuple[str, str] | None = None,
+                        path: str | Path | None = None) -> None:
+    """Refuse an engine this TensorRT/GPU cannot run, before the deserializer fails obscurely.
+
+    ``gpu`` is ``(name, compute capability "8.7")`` of the device that would run it (None or
+    "unknown" skips the GPU check). Rules: a plan runs only on the TensorRT release it was
+    built with, unless built ``version_compatible`` (then any later release of the same major
+    version); it runs only on GPUs of the same compute capability, unless built with
+    ``hardware_compat: "ampere+"`` (then any compute capability 8.0 or newer).
+    """
+    from cflnet_sdk.errors import EngineCompatibilityError
+
+    rebuild = "rebuild it on this machine with `cflnet-export engine MODEL.onnx -o OUT.engine`"
+    missing = [k for k in ("tensorrt_version", "compute_capability") if k not in header]
+    if missing:
+        raise ModelFileError(f"engine header lacks {', '.join(missing)}; {rebuild}", path)
+    built, here = _release(header["tensorrt_version"]), _release(trt_version)
+    if header.get("version_compatible"):
+        if built[0] != here[0] or here < built:
+            raise EngineCompatibilityError(
+                f"version-compatible engine built with TensorRT {header['tensorrt_version']} "
+                f"runs on later {built[0]}.x releases only; this machine has TensorRT "
+                f"{trt_version}; {rebuild}", path)
+    elif built != here:
+        raise EngineCompatibilityError(
+            f"engine built with TensorRT {header['tensorrt_version']}, this machine has "
+            f"TensorRT {trt_version}: plans only load in the release that built them; {rebuild} "
+            "(or build with --version-compatible)", path)
+    if gpu is None or gpu[1] in ("", "unknown"):
+        return
+    name, capability = gpu
+    wanted = str(header["compute_capability"])
+    if header.get("hardware_compat") == "ampere+":
+        if _release(capability)[:2] < (8, 0):
+            raise EngineCompatibilityError(
+                f"engine built hardware-compatible for Ampere and newer (compute capability "
+                f">= 8.0); this GPU {name} has {capability}; {rebuild}", path)
+    elif _release(capability)[:2] != _release(wanted)[:2]:
+        raise EngineCompatibilityError(
+            f"engine built for {header.get('gpu_name', 'a GPU')} (compute capability {wanted}); "
+            f"this GPU {name} has {capability}; {rebuild} (or build with "
+            "--hardware-compat ampere+)", path)

@@ -29,6 +29,7 @@ from cflnet_sdk.metadata import (
 
 if TYPE_CHECKING:
     import onnx
+
     from cflnet_sdk.training.model import CFLNet
 
 Size = int | tuple[int, int]
@@ -164,20 +165,19 @@ def save_onnx(proto: onnx.ModelProto, output: str | Path) -> Path:
     return output
 
 
-def export_onnx(model: CFLNet | str | Path, output: str | Path, *, size: Size | None = None,
-                dynamic_batch: bool = True, dynamic_shape: bool = False, opset: int = 17,
-                simplify: bool = True) -> Path:
-    """Export ``CFLNetInference`` of ``model`` (a CFLNet or a ``.safetensors`` path) to ONNX.
+def build_onnx(model: CFLNet | str | Path, *, size: Size | None = None,
+               dynamic_batch: bool = True, dynamic_shape: bool = False, opset: int = 17,
+               simplify: bool = True, source_sha256: str | None = None) -> onnx.ModelProto:
+    """The fp32 model proto with metadata, not yet written (see ``export_onnx``).
 
-    Input ``image`` float32 (N, 3, H, W) normalised by the contract; output ``probability``
-    float32 (N, 1, H, W). ``size`` sets the export height/width written into the contract;
-    ``dynamic_shape`` also lets H and W vary at run time (multiples of 32).
+    ``source_sha256`` names the checkpoint an in-memory model was loaded from.
     """
     from cflnet_sdk.training.model import CFLNetInference
 
     if opset < 13:
         raise ConfigError(f"opset {opset} is too old: the exporter needs opset 13 or newer")
-    net, source_sha256 = resolve_model(model)
+    net, own_sha256 = resolve_model(model)
+    source_sha256 = own_sha256 if source_sha256 is None else source_sha256
     contract = export_contract(net.contract, size)
     source = cpu_float32(net)
     was_training = source.training
@@ -191,4 +191,18 @@ def export_onnx(model: CFLNet | str | Path, output: str | Path, *, size: Size | 
     name_output_dims(proto)
     proto.producer_name, proto.producer_version = "cflnet-sdk", __version__
     set_metadata(proto, file_metadata(net, contract, source_sha256))
+    return proto
+
+
+def export_onnx(model: CFLNet | str | Path, output: str | Path, *, size: Size | None = None,
+                dynamic_batch: bool = True, dynamic_shape: bool = False, opset: int = 17,
+                simplify: bool = True) -> Path:
+    """Export ``CFLNetInference`` of ``model`` (a CFLNet or a ``.safetensors`` path) to ONNX.
+
+    Input ``image`` float32 (N, 3, H, W) normalised by the contract; output ``probability``
+    float32 (N, 1, H, W). ``size`` sets the export height/width written into the contract;
+    ``dynamic_shape`` also lets H and W vary at run time (multiples of 32).
+    """
+    proto = build_onnx(model, size=size, dynamic_batch=dynamic_batch,
+                       dynamic_shape=dynamic_shape, opset=opset, simplify=simplify)
     return save_onnx(proto, output)

@@ -1,0 +1,208 @@
+"""``cflnet-export``: ONNX (fp32/fp16/int8), TensorRT engines, Triton repositories, parity checks.
+
+Heavy libraries (torch, onnx, tensorrt) load inside each command, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cflnet_sdk.cli import run
+
+app = typer.Typer(
+    name="cflnet-export",
+    help="Export CFL-Net checkpoints to ONNX, TensorRT and Triton, and prove parity.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(min(torch.get_num_threads(), 8))
+
+
+def _report(figures: list, label: str) -> bool:
+    """Print one line per probe set; True when all passed."""
+    typer.echo(label)
+    for item in figures:
+        typer.echo(f"  {item.line()}")
+    return all(item.passed for item in figures)
+
+
+@app.command("onnx")
+def onnx_command(
+    model: Path = typer.Argument(..., help="Checkpoint (.safetensors) to export."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
+    size: int | None = typer.Option(None, "--size", help="Export size (square); default: the "
+                                    "checkpoint's contract size."),
+    dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--static",
+                                       help="Batch dimension symbolic, or fixed to 1."),
+    dynamic_shape: bool = typer.Option(False, "--dynamic-shape",
+                                       help="Height and width symbolic too (multiples of 32)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (13 or newer)."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxslim."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (Q/DQ)."),
+    calib: Path | None = typer.Option(None, "--calib", help="INT8: folder of calibration "
+                                      "images (default: packaged photos with synthetic edits)."),
+    calib_count: int = typer.Option(64, "--calib-count", help="INT8: calibration images."),
+    int8_target: str = typer.Option("tensorrt", "--int8-target",
+                                     help="INT8 layout: tensorrt (s8 activations) | cpu (u8)."),
+    verify: bool = typer.Option(True, "--verify/--no-verify",
+                                help="Compare the file with PyTorch afterwards."),
+) -> None:
+    """Export the inference network to one ONNX file, then verify it against PyTorch."""
+    _threads()
+    from cflnet_sdk.export.onnx import build_onnx, resolve_model, save_onnx
+    from cflnet_sdk.export.precision import make_variant
+
+    net, sha = resolve_model(model)
+    proto = build_onnx(net, size=size, dynamic_batch=dynamic_batch, dynamic_shape=dynamic_shape,
+                       opset=opset, simplify=simplify, source_sha256=sha)
+    variant = make_variant(proto, precision, calib=calib, calib_count=calib_count,  # type: ignore[arg-type]
+                           int8_target=int8_target)  # type: ignore[arg-type]
+    save_onnx(variant, output)
+    typer.echo(f"wrote {output} ({precision}, {output.stat().st_size / 1e6:.1f} MB)")
+    if verify and not verify_export(net, output, precision, dynamic_batch, dynamic_shape):
+        raise typer.Exit(1)
+
+
+def verify_export(net, output: Path, precision: str, dynamic_batch: bool,
+                  dynamic_shape: bool) -> bool:
+    """Random inputs, real photos (and for fp16/int8 the held-out set) against PyTorch."""
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export import parity
+    from cflnet_sdk.export.onnx import read_metadata
+
+    contract = Contract.from_json(read_metadata(output)["cflnet.contract"])
+    probes = [parity.random_probes(contract, batch=2 if dynamic_batch else 1),
+              parity.photo_probes(contract)]
+    if dynamic_shape:
+        wide = contract.with_size(contract.height, contract.width + 64)
+        probes.append(parity.Probes(f"random {wide.height}x{wide.width}",
+                                    parity.random_probes(wide, 1, seed=3).inputs))
+    if precision != "fp32":
+        probes.append(parity.held_out_probes(contract))
+    atol = parity.DEFAULT_ATOL[precision]
+    results = [parity.compare(parity.torch_runner(net), parity.onnx_runner(output), p,
+                              contract.threshold, atol) for p in probes]
+    return _report(results, f"{output.name} vs PyTorch (pass: max abs error <= {atol}):")
+
+
+@app.command("engine")
+def engine_command(
+    model: Path = typer.Argument(..., help="ONNX file from `cflnet-export onnx`."),
+    output: Path = typer.Option(..., "-o", "--output", help="The .engine file to write."),
+    fp16: bool = typer.Option(False, "--fp16", help="TensorRT 10: allow FP16 kernels."),
+    int8: bool = typer.Option(False, "--int8", help="TensorRT 10: INT8 for a Q/DQ ONNX."),
+    workspace: float = typer.Option(4.0, "--workspace", help="Builder workspace in GiB."),
+    min_shape: str | None = typer.Option(None, "--min-shape", help="NxCxHxW, e.g. 1x3x256x256"),
+    opt_shape: str | None = typer.Option(None, "--opt-shape", help="NxCxHxW"),
+    max_shape: str | None = typer.Option(None, "--max-shape", help="NxCxHxW"),
+    timing_cache: Path | None = typer.Option(None, "--timing-cache",
+                                             help="Read/update this timing cache file."),
+    version_compatible: bool = typer.Option(False, "--version-compatible",
+                                            help="Runs on later TensorRT of the same major."),
+    hardware_compat: str = typer.Option("same", "--hardware-compat",
+                                        help="same | ampere+ (any GPU of compute 8.0+)."),
+    dla_core: int | None = typer.Option(None, "--dla-core", help="Jetson DLA core (GPU "
+                                        "fallback on)."),
+    opt_level: int | None = typer.Option(None, "--opt-level", help="Builder optimisation 0-5."),
+) -> None:
+    """Build a TensorRT engine (10.x or 11.x, whichever is installed) with the cflnet header."""
+    from cflnet_sdk.engine_file import read_engine
+    from cflnet_sdk.export.tensorrt import BuildOptions, build_engine, parse_shape
+
+    options = BuildOptions(
+        fp16=fp16, int8=int8, workspace_gib=workspace,
+        min_shape=parse_shape(min_shape) if min_shape else None,
+        opt_shape=parse_shape(opt_shape) if opt_shape else None,
+        max_shape=parse_shape(max_shape) if max_shape else None,
+        timing_cache=timing_cache, version_compatible=version_compatible,
+        hardware_compat=hardware_compat, dla_core=dla_core, opt_level=opt_level)
+    path = build_engine(model, output, options)
+    header, _ = read_engine(path)
+    assert header is not None
+    typer.echo(f"wrote {path}: TensorRT {header['tensorrt_version']}, {header['precision']}, "
+               f"{header['gpu_name']} (compute {header['compute_capability']}), "
+               f"profile {header['profiles'][0]}")
+
+
+@app.command("triton")
+def triton_command(
+    model: Path = typer.Argument(..., help=".onnx, .engine, or a .safetensors to export first."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model repository folder."),
+    name: str = typer.Option("cflnet", "--name", help="Model name in the repository."),
+    max_batch: int = typer.Option(16, "--max-batch", help="Triton max_batch_size."),
+    instances: int = typer.Option(1, "--instances", help="Model instances per device."),
+    dynamic_batching: bool = typer.Option(True, "--dynamic-batching/--no-dynamic-batching"),
+    kind: str = typer.Option("gpu", "--kind", help="gpu | cpu instances."),
+    trt_accelerator: str = typer.Option("none", "--trt-accelerator",
+                                        help="ONNX on GPU: none | fp32 | fp16 TensorRT EP."),
+) -> None:
+    """Write a Triton model repository (onnxruntime_onnx or tensorrt_plan) with config.pbtxt."""
+    import tempfile
+
+    from cflnet_sdk.export.triton import TritonOptions, write_triton_repository
+
+    options = TritonOptions(name=name, max_batch=max_batch, instances=instances,
+                            dynamic_batching=dynamic_batching, kind=kind,  # type: ignore[arg-type]
+                            accelerator=trt_accelerator)
+    with tempfile.TemporaryDirectory(prefix="cflnet-triton-") as scratch:
+        if model.suffix == ".safetensors":
+            _threads()
+            from cflnet_sdk.export.onnx import export_onnx
+
+            model = export_onnx(model, Path(scratch) / "model.onnx")
+        target = write_triton_repository(model, output, options)
+    typer.echo(f"wrote {target}/config.pbtxt and {target}/1/")
+    typer.echo(f"serve: tritonserver --model-repository={output.resolve()}")
+
+
+@app.command("check")
+def check_command(
+    model: Path = typer.Argument(..., help="Exported model: .onnx, .engine/.plan."),
+    reference: Path = typer.Option(..., "--reference", help="The checkpoint it came from."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of your own images."),
+    count: int = typer.Option(16, "--count", help="Images per probe set."),
+    atol: float | None = typer.Option(None, "--atol", help="Max abs probability error "
+                                      "allowed (default by precision: fp32 1e-4, fp16 1e-2, "
+                                      "int8 0.1)."),
+    rtol: float = typer.Option(0.0, "--rtol", help="Relative tolerance (polygraphy)."),
+    max_auc_drop: float | None = typer.Option(None, "--max-auc-drop",
+                                              help="Fail if held-out AUC drops more."),
+) -> None:
+    """Compare an exported model with PyTorch; exit 1 when a tolerance is exceeded."""
+    _threads()
+    from dataclasses import replace
+
+    from cflnet_sdk.export import parity
+    from cflnet_sdk.training.checkpoint import load_checkpoint
+
+    net = load_checkpoint(reference)
+    candidate = parity.open_candidate(model, net.contract)
+    contract = candidate.contract
+    tolerance = parity.DEFAULT_ATOL.get(candidate.precision, 1e-4) if atol is None else atol
+    probes = [parity.random_probes(contract),
+              parity.folder_probes(images, contract, count) if images
+              else parity.photo_probes(contract),
+              parity.held_out_probes(contract, count)]
+    results = []
+    for probe in probes:
+        item = parity.compare(parity.torch_runner(net), candidate.runner, probe,
+                              contract.threshold, tolerance, rtol)
+        if max_auc_drop is not None and item.auc_diff is not None \
+                and -item.auc_diff > max_auc_drop:
+            item = replace(item, passed=False)
+        results.append(item)
+    label = (f"{model.name} ({candidate.precision}) vs PyTorch {reference.name} "
+             f"(pass: max abs error <= {tolerance}, rtol {rtol}):")
+    if not _report(results, label):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    run(app)

@@ -1,0 +1,238 @@
+"""Parity proof: run an exported model beside the PyTorch network and measure the difference.
+
+Polygraphy's Comparator runs both (its OnnxrtRunner / TrtRunner for the export, a small
+runner here for PyTorch) on the same inputs and gives the pass/fail verdict with
+``CompareFunc.simple``; this module adds the figures a user cares about: max and mean absolute
+probability error, mask IoU at the contract threshold, and the change in pixel AUC on images
+with known tampered regions (real photos with synthetic edits).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cflnet_sdk.contract import Contract
+from cflnet_sdk.errors import ModelFileError
+from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, OUTPUT_NAME, PRECISION_KEY
+
+HELD_OUT_SEED = 2  # synthetic held-out set; calibration uses seed 1, so they never overlap
+# Default pass/fail tolerance on the max absolute probability error, by precision.
+DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
+
+
+# -- probe inputs ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Probes:
+    """Named model inputs (each (N, 3, H, W) float32) and, where known, their true masks."""
+
+    name: str
+    inputs: list[np.ndarray]
+    masks: list[np.ndarray] | None = None
+
+
+def random_probes(contract: Contract, count: int = 2, batch: int = 1, seed: int = 0) -> Probes:
+    rng = np.random.default_rng(seed)
+    shape = (batch, 3, *contract.size)
+    return Probes("random", [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)])
+
+
+def photo_probes(contract: Contract, count: int = 4) -> Probes:
+    """Packaged natural photos (scikit-image, scikit-learn); random inputs if none installed."""
+    from cflnet_sdk.errors import DataError
+    from cflnet_sdk.training.data.sources import PhotoSource
+
+    source = PhotoSource()
+    try:
+        picks = np.linspace(0, len(source) - 1, min(count, len(source))).round().astype(int)
+    except DataError:
+        return random_probes(contract, count, seed=1)
+    return Probes("photos", [contract.preprocess(source.photo(int(i)))[None] for i in picks])
+
+
+def folder_probes(folder: str | Path, contract: Contract, count: int = 16) -> Probes:
+    from cflnet_sdk.export.precision import folder_images
+
+    return Probes(f"images in {folder}",
+                  [contract.preprocess(rgb)[None] for rgb in folder_images(folder, count)])
+
+
+def held_out_probes(contract: Contract, count: int = 16, seed: int = HELD_OUT_SEED) -> Probes:
+    """Real photos with synthetic manipulations and their masks (never used for calibration)."""
+    from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
+
+    config = SynthConfig(seed=seed, height=contract.height, width=contract.width,
+                         pristine_rate=0.0)
+    inputs, masks = [], []
+    for sample in SynthDataset(config, length=count):
+        inputs.append(contract.preprocess(sample.image)[None])
+        masks.append(contract.resize_mask(sample.mask)[None])
+    return Probes("held-out synthetic edits", inputs, masks)
+
+
+# -- runners -----------------------------------------------------------------------------------
+def torch_runner(model: Any, name: str = "pytorch") -> Any:
+    """A polygraphy runner for the PyTorch inference network."""
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+
+    class TorchRunner(BaseRunner):
+        def activate_impl(self) -> None:
+            from cflnet_sdk.training.model import CFLNetInference
+
+            self.network = CFLNetInference(model).eval()
+
+        def get_input_metadata_impl(self) -> TensorMetadata:
+            return TensorMetadata().add(INPUT_NAME, np.float32, (None, 3, None, None))
+
+        def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
+            import time
+
+            import torch
+
+            start = time.perf_counter()
+            with torch.no_grad():
+                out = self.network(torch.from_numpy(np.ascontiguousarray(feed_dict[INPUT_NAME])))
+            self.inference_time = time.perf_counter() - start
+            return OrderedDict([(OUTPUT_NAME, out.numpy())])
+
+        def deactivate_impl(self) -> None:
+            del self.network
+
+    return TorchRunner(name=name)
+
+
+def onnx_runner(path: Path, providers: Sequence[str] = ("cpu",)) -> Any:
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    return OnnxrtRunner(SessionFromOnnx(str(path), providers=list(providers)),
+                        name=f"onnxruntime:{path.name}")
+
+
+def engine_runner(path: Path) -> Any:
+    """A polygraphy TrtRunner for a cflnet engine, after the header compatibility check."""
+    from cflnet_sdk.engine_file import check_engine_header, read_engine
+    from cflnet_sdk.export.tensorrt import gpu_identity, import_tensorrt
+
+    trt = import_tensorrt()
+    header, plan = read_engine(path)
+    if header is not None:
+        check_engine_header(header, trt.__version__, gpu_identity(), path)
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    return TrtRunner(EngineFromBytes(plan), name=f"tensorrt:{path.name}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model file to check: its polygraphy runner, contract and precision."""
+
+    runner: Any
+    contract: Contract
+    precision: str
+
+
+def open_candidate(path: str | Path, reference_contract: Contract) -> Candidate:
+    """Runner, contract and precision of a .onnx, .engine/.plan or .safetensors file."""
+    from cflnet_sdk.engine_file import read_engine
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError("no such model file", path)
+    if path.suffix == ".onnx":
+        from cflnet_sdk.export.onnx import read_metadata
+
+        meta = read_metadata(path)
+        contract = (Contract.from_json(meta[CONTRACT_KEY]) if CONTRACT_KEY in meta
+                    else reference_contract)
+        return Candidate(onnx_runner(path), contract, meta.get(PRECISION_KEY, "fp32"))
+    if path.suffix in (".engine", ".plan"):
+        header, _ = read_engine(path)
+        contract = (Contract.from_json(json.dumps(header["contract"])) if header
+                    else reference_contract)
+        precision = header.get("precision", "fp32") if header else "fp32"
+        return Candidate(engine_runner(path), contract, precision)
+    if path.suffix == ".safetensors":
+        from cflnet_sdk.training.checkpoint import load_checkpoint
+
+        model = load_checkpoint(path)
+        return Candidate(torch_runner(model, "pytorch:candidate"), model.contract, "fp32")
+    raise ModelFileError("unknown model type; pass a .onnx, .engine/.plan or .safetensors", path)
+
+
+# -- figures -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figures:
+    """How far a candidate's probability maps are from the reference's on one probe set."""
+
+    probes: str
+    images: int
+    max_abs: float
+    mean_abs: float
+    mask_iou: float
+    auc_reference: float | None = None
+    auc_candidate: float | None = None
+    passed: bool = True
+
+    @property
+    def auc_diff(self) -> float | None:
+        if self.auc_reference is None or self.auc_candidate is None:
+            return None
+        return self.auc_candidate - self.auc_reference
+
+    def line(self) -> str:
+        text = (f"{self.probes} ({self.images} images): max abs error {self.max_abs:.3g}, "
+                f"mean abs error {self.mean_abs:.3g}, mask IoU {self.mask_iou:.4f}")
+        if self.auc_diff is not None:
+            text += (f", pixel AUC {self.auc_reference:.4f} -> {self.auc_candidate:.4f} "
+                     f"(diff {self.auc_diff:+.4f})")
+        return text + ("" if self.passed else "  FAILED")
+
+
+def mask_iou(reference: np.ndarray, candidate: np.ndarray, threshold: float) -> float:
+    """IoU of the thresholded masks (1.0 when both are empty)."""
+    a, b = reference >= threshold, candidate >= threshold
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def mean_pixel_auc(probabilities: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> float:
+    """Honest per-image pixel ROC AUC averaged over images with both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = [roc_auc_score(m.ravel(), p.ravel()) for p, m in zip(probabilities, masks, strict=True)
+              if 0 < m.sum() < m.size]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def figures(probes: Probes, reference: list[np.ndarray], candidate: list[np.ndarray],
+            threshold: float, passed: bool = True) -> Figures:
+    ref, cand = np.concatenate([r.ravel() for r in reference]), np.concatenate(
+        [c.ravel() for c in candidate])
+    error = np.abs(ref.astype(np.float64) - cand)
+    aucs: tuple[float | None, float | None] = (None, None)
+    if probes.masks is not None:
+        aucs = (mean_pixel_auc(reference, probes.masks), mean_pixel_auc(candidate, probes.masks))
+    return Figures(probes.name, sum(len(x) for x in probes.inputs), float(error.max()),
+                   float(error.mean()), mask_iou(ref, cand, threshold), *aucs, passed=passed)
+
+
+def compare(reference: Any, candidate: Any, probes: Probes, threshold: float,
+            atol: float, rtol: float = 0.0) -> Figures:
+    """Run both runners on ``probes`` with polygraphy and return the error figures."""
+    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.logger import G_LOGGER
+
+    feeds = [{INPUT_NAME: batch} for batch in probes.inputs]
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
+        results = Comparator.run([reference, candidate], data_loader=feeds)
+        verdict = Comparator.compare_accuracy(
+            results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
+    outputs = [[np.array(it[OUTPUT_NAME]) for it in iterations] for _, iterations in results]
+    return figures(probes, outputs[0], outputs[1], threshold, passed=bool(verdict))

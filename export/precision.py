@@ -1,0 +1,299 @@
+"""Precision variants carried in the ONNX graph itself: FP16 and INT8 (explicit Q/DQ).
+
+TensorRT 11 removed the FP16/INT8 builder flags and the calibrator: a strongly typed network
+takes its precision from the ONNX. TensorRT 10 builds the same files, and ONNX Runtime runs
+them on the CPU, which is how their accuracy cost is measured here.
+
+Both variants keep float32 input and output, and keep the tail of the network (logit
+difference, upsampling to the input size, sigmoid) in float32: that part is cheap, and it is
+where half precision or 8-bit steps would show directly in the probability map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from cflnet_sdk.contract import Contract
+from cflnet_sdk.errors import BackendUnavailableError, ConfigError, DataError
+from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, PRECISION_KEY
+
+if TYPE_CHECKING:
+    import onnx
+
+Precision = Literal["fp32", "fp16", "int8"]
+Int8Target = Literal["tensorrt", "cpu"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+INT8_TARGETS: tuple[str, ...] = ("tensorrt", "cpu")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+INT8_TARGET_KEY = "cflnet.int8_target"  # tensorrt | cpu, beside PRECISION_KEY in int8 files
+ORT_HINT = "install ONNX Runtime: `pip install cflnet-sdk[cpu]` (or `[gpu]`)"
+
+
+def require_onnxruntime() -> None:
+    """Raise BackendUnavailableError with the install hint when onnxruntime is missing."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError(f"precision variants need onnxruntime: {ORT_HINT}") from exc
+
+
+def float32_tail(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes between the last convolutions and the output.
+
+    Walks producers backwards from the graph output and stops at Conv nodes, so the logit
+    difference, the final Resize and the Sigmoid are found whatever the exporter named them.
+    """
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    tail: list[str] = []
+    pending = [o.name for o in proto.graph.output]
+    seen: set[str] = set()
+    while pending:
+        node = producer.get(pending.pop())
+        if node is None or node.name in seen or node.op_type == "Conv":
+            continue
+        seen.add(node.name)
+        tail.append(node.name)
+        pending.extend(node.input)
+    return tail
+
+
+def name_nodes(proto: onnx.ModelProto) -> None:
+    """Give every unnamed node a unique name (block lists and quantizers select by name)."""
+    used = {node.name for node in proto.graph.node}
+    for index, node in enumerate(proto.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+            while node.name in used:
+                node.name += "_"
+            used.add(node.name)
+
+
+def sort_topologically(proto: onnx.ModelProto) -> None:
+    """Reorder nodes so each comes after its producers (the fp16 converter appends casts)."""
+    nodes = list(proto.graph.node)
+    ready = {i.name for i in proto.graph.input} | {t.name for t in proto.graph.initializer}
+    ready.add("")  # an omitted optional input
+    ordered: list = []
+    while nodes:
+        waiting = []
+        for node in nodes:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(nodes):
+            raise ConfigError("the graph has a cycle or an input nobody produces: "
+                              f"{waiting[0].name} ({waiting[0].op_type})")
+        nodes = waiting
+    del proto.graph.node[:]
+    proto.graph.node.extend(ordered)
+
+
+def drop_round_trip_casts(proto: onnx.ModelProto) -> int:
+    """Remove float32 -> float16 -> float32 cast pairs; returns how many were removed.
+
+    The converter casts every blocked node's output to fp16 and back when the next node is
+    blocked too, which would round the float32 tail to half precision anyway.
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    elem = {v.name: v.type.tensor_type.elem_type for v in (
+        *inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    producer = {out: node for node in proto.graph.node for out in node.output}
+
+    def cast_to(node: onnx.NodeProto | None) -> int | None:
+        if node is None or node.op_type != "Cast":
+            return None
+        return next(a.i for a in node.attribute if a.name == "to")
+
+    removed = 0
+    for node in proto.graph.node:
+        first = producer.get(node.input[0]) if node.input else None
+        if (cast_to(node) == onnx.TensorProto.FLOAT and cast_to(first) == onnx.TensorProto.FLOAT16
+                and elem.get(first.input[0]) == onnx.TensorProto.FLOAT):
+            node.op_type, node.input[0] = "Identity", first.input[0]
+            del node.attribute[:]
+            removed += 1
+    remove_dead_nodes(proto)
+    return removed
+
+
+def remove_dead_nodes(proto: onnx.ModelProto) -> None:
+    """Drop nodes none of whose outputs are used by another node or the graph output."""
+    while True:
+        used = {name for node in proto.graph.node for name in node.input}
+        used |= {o.name for o in proto.graph.output}
+        live = [n for n in proto.graph.node if any(out in used for out in n.output)]
+        if len(live) == len(proto.graph.node):
+            return
+        del proto.graph.node[:]
+        proto.graph.node.extend(live)
+
+
+def convert_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 weights and compute with float32 I/O and a float32 tail (onnxruntime's converter)."""
+    require_onnxruntime()
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    name_nodes(proto)
+    half = convert_float_to_float16(proto, keep_io_types=True,
+                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST),
+                                    node_block_list=float32_tail(proto))
+    sort_topologically(half)
+    drop_round_trip_casts(half)
+    from cflnet_sdk.export.onnx import simplify_graph
+
+    return simplify_graph(half)
+
+
+# -- INT8 -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Int8Layout:
+    """How activations are quantized. Weights are always int8, symmetric, per output channel."""
+
+    signed_activations: bool
+    symmetric_activations: bool
+    why: str
+
+
+INT8_LAYOUTS = {
+    "tensorrt": Int8Layout(True, True, "TensorRT's INT8 kernels are s8s8: symmetric int8 "
+                                       "activations and weights (zero point 0)"),
+    "cpu": Int8Layout(False, False, "ONNX Runtime's fast CPU path (VNNI/AMX) is u8s8: "
+                                    "asymmetric uint8 activations, int8 weights"),
+}
+# Convolutions carry the compute; Add is the residual join, which TensorRT fuses into the
+# convolution when its other input is quantized too. Everything else stays float.
+INT8_OPS = ("Conv", "Add")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), or a DataError naming the folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("calibration folder does not exist; pass a folder of images", folder)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the calibration folder",
+                        folder)
+    return files
+
+
+def folder_images(folder: str | Path, count: int) -> Iterator[np.ndarray]:
+    """Up to ``count`` RGB images from ``folder``, spread evenly over its sorted files."""
+    from cflnet_sdk.images import load_image
+
+    files = image_files(folder)
+    picks = np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))
+    return (load_image(files[i]) for i in picks)
+
+
+def synthetic_images(count: int, contract: Contract, seed: int = 1) -> Iterator[np.ndarray]:
+    """Real packaged photos with synthetic manipulations (training/data/synth.py)."""
+    from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
+
+    config = SynthConfig(seed=seed, height=contract.height, width=contract.width)
+    return (sample.image for sample in SynthDataset(config, length=count))
+
+
+def calibration_inputs(contract: Contract, folder: str | Path | None = None,
+                       count: int = 64) -> list[np.ndarray]:
+    """``count`` (1, 3, H, W) inputs preprocessed exactly as at run time.
+
+    Without a folder the inputs are packaged photos with synthetic edits: usable, but a
+    folder of the images the model will really see calibrates better.
+    """
+    if count < 1:
+        raise ConfigError(f"--calib-count {count} must be at least 1")
+    images = folder_images(folder, count) if folder else synthetic_images(count, contract)
+    return [contract.preprocess(rgb)[None] for rgb in images]
+
+
+class InputReader:
+    """onnxruntime CalibrationDataReader over preprocessed batches (duck-typed protocol)."""
+
+    def __init__(self, batches: Sequence[np.ndarray], input_name: str = INPUT_NAME) -> None:
+        self.batches, self.input_name = batches, input_name
+        self._iter = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._iter, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._iter = iter(self.batches)
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="cflnet-quant-") as folder:
+        yield Path(folder)
+
+
+def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray],
+                  target: Int8Target = "tensorrt") -> onnx.ModelProto:
+    """Static INT8 quantization to explicit Q/DQ, calibrated (min/max) on ``batches``."""
+    require_onnxruntime()
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if target not in INT8_LAYOUTS:
+        raise ConfigError(f"INT8 target {target!r} is not one of {', '.join(INT8_TARGETS)}")
+    layout = INT8_LAYOUTS[target]
+    name_nodes(proto)
+    excluded = float32_tail(proto)
+    with scratch_dir() as folder:
+        source, prepared, output = folder / "fp32.onnx", folder / "prep.onnx", folder / "int8.onnx"
+        onnx.save_model(proto, str(source))
+        quant_pre_process(str(source), str(prepared), skip_optimization=True)
+        quantize_static(
+            str(prepared), str(output), InputReader(list(batches)),
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if layout.signed_activations else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS),
+            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": layout.symmetric_activations,
+                           "WeightSymmetric": True})
+        return onnx.load(str(output))
+
+
+def variant_metadata(source: onnx.ModelProto, precision: str,
+                     target: str | None = None) -> dict[str, str]:
+    """The source's metadata with the precision (and INT8 layout) of the variant."""
+    metadata = {p.key: p.value for p in source.metadata_props}
+    metadata[PRECISION_KEY] = precision
+    if target:
+        metadata[INT8_TARGET_KEY] = target
+    return metadata
+
+
+def make_variant(fp32: onnx.ModelProto, precision: Precision, *,
+                 calib: str | Path | None = None, calib_count: int = 64,
+                 int8_target: Int8Target = "tensorrt") -> onnx.ModelProto:
+    """The ``precision`` variant of an exported fp32 model, with its metadata carried over."""
+    from cflnet_sdk.export.onnx import set_metadata
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return fp32
+    metadata = variant_metadata(fp32, precision, int8_target if precision == "int8" else None)
+    if precision == "fp16":
+        variant = convert_fp16(fp32)
+    else:
+        contract = Contract.from_json(metadata[CONTRACT_KEY])
+        variant = quantize_int8(fp32, calibration_inputs(contract, calib, calib_count),
+                                int8_target)
+    variant.producer_name, variant.producer_version = fp32.producer_name, fp32.producer_version
+    set_metadata(variant, metadata)
+    return variant
