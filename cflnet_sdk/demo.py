@@ -104,7 +104,7 @@ def run_demo(out: str | Path, count: int = 6, seed: int = 2026,
     predictions = localizer.predict_batch([s.image for s in samples], batch_size=count)
     metrics = MetricAccumulator(threshold=localizer.threshold)
     rows = []
-    for sample, prediction in zip(samples, predictions):
+    for sample, prediction in zip(samples, predictions, strict=True):
         truth = sample.mask if sample.mask is not None else np.zeros(prediction.size, bool)
         metrics.update(prediction.probability, truth, prediction.score)
         rows.append((sample.image, truth, prediction.probability, prediction.mask,

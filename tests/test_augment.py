@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cflnet_sdk.training.data.augment import AugmentConfig, augment
 from scipy import ndimage
 
 from cflnet_sdk.errors import ConfigError
+from cflnet_sdk.training.data.augment import AugmentConfig, augment
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def test_round_trip_is_bit_identical(tiny_model, tiny_checkpoint):
     loaded = load_checkpoint(tiny_checkpoint)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        for a, b in zip(tiny_model(x), loaded(x)):
+        for a, b in zip(tiny_model(x), loaded(x), strict=True):
             assert torch.equal(a, b)
     assert loaded.config == tiny_model.config
     assert loaded.contract == Contract(height=64, width=64)
@@ -49,14 +49,14 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tiny_model, tmp_path):
 def test_garbage_files_are_refused_clearly(tmp_path, content):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
-    with pytest.raises(ModelFileError, match="bad.safetensors"):
+    with pytest.raises(ModelFileError, match=r"bad\.safetensors"):
         load_checkpoint(path)
 
 
 def test_truncated_checkpoint_is_refused(tiny_checkpoint, tmp_path):
     path = tmp_path / "cut.safetensors"
     path.write_bytes(tiny_checkpoint.read_bytes()[: tiny_checkpoint.stat().st_size // 2])
-    with pytest.raises(ModelFileError, match="cut.safetensors"):
+    with pytest.raises(ModelFileError, match=r"cut\.safetensors"):
         load_checkpoint(path)
 
 
@@ -92,7 +92,7 @@ def test_authors_checkpoint_imports_with_identical_outputs(authors_state_dict, t
     assert imported.contract.channel_order == "BGR"
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        for a, b in zip(model(x), imported(x)):
+        for a, b in zip(model(x), imported(x), strict=True):
             assert torch.equal(a, b)
 
 
@@ -118,7 +118,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"encoder.conv1.weight": torch.zeros(1), "payload": _Exploit(marker)}, path)
-    with pytest.raises(ModelFileError, match="evil.pth"):
+    with pytest.raises(ModelFileError, match=r"evil\.pth"):
         import_official_checkpoint(path, tmp_path / "out.safetensors")
     assert not marker.exists()
 

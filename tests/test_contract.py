@@ -62,7 +62,7 @@ def test_restore_probability_returns_original_size_in_unit_range():
     probability = np.random.default_rng(0).random((256, 256), dtype=np.float32)
     restored = Contract().restore_probability(probability, 77, 1000)
     assert restored.shape == (77, 1000) and restored.dtype == np.float32
-    assert 0 <= restored.min() and restored.max() <= 1
+    assert restored.min() >= 0 and restored.max() <= 1
 
 
 def test_training_and_runtime_share_one_preprocess():

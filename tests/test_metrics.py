@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from cflnet_sdk.training.metrics import MetricAccumulator
 from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
 
 from cflnet_sdk.errors import DataError
+from cflnet_sdk.training.metrics import MetricAccumulator
 
 
 def random_images(count: int = 12, seed: int = 0):

@@ -89,7 +89,7 @@ def test_small_backbones_work(torch_threads, backbone):
         probability = CFLNetInference(model)(torch.randn(1, 3, 64, 96))
     assert logits.shape == (1, 2, 8, 12) and embeddings.shape == (1, 16, 8, 12)
     assert probability.shape == (1, 1, 64, 96)
-    assert 0 <= probability.min() and probability.max() <= 1
+    assert probability.min() >= 0 and probability.max() <= 1
 
 
 def test_without_srm_stream(torch_threads):

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from cflnet_sdk import Localizer  # noqa: E402
-from cflnet_sdk.training.data.readers import ForgeryDataset, Record  # noqa: E402
-from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset  # noqa: E402
+from cflnet_sdk import Localizer
+from cflnet_sdk.training.data.readers import ForgeryDataset, Record
+from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "png", "gray"])

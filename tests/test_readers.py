@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from cflnet_sdk.errors import DataError
 from cflnet_sdk.training.data.readers import (
     check_dataset,
     detect_format,
@@ -21,9 +24,6 @@ from cflnet_sdk.training.data.readers import (
     read_nist16,
     read_paired,
 )
-from PIL import Image
-
-from cflnet_sdk.errors import DataError
 
 CFLNET = str(Path(sys.executable).with_name("cflnet"))
 H, W = 40, 56
@@ -233,11 +233,10 @@ def test_check_dataset_coverage_histogram(tmp_path):
 
 
 def test_torch_dataset_uses_the_contract(tmp_path):
+    from cflnet_sdk.contract import Contract
     from cflnet_sdk.training.data.augment import AugmentConfig
     from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
     from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset
-
-    from cflnet_sdk.contract import Contract
 
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)

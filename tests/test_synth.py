@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from cflnet_sdk.errors import DataError
 from cflnet_sdk.training.data import sources
 from cflnet_sdk.training.data.manipulations import KINDS
 from cflnet_sdk.training.data.synth import (
@@ -18,9 +21,6 @@ from cflnet_sdk.training.data.synth import (
     generate_sample,
     manipulate,
 )
-from PIL import Image
-
-from cflnet_sdk.errors import DataError
 
 SMALL = {"height": 96, "width": 128}
 CFLNET = str(Path(sys.executable).with_name("cflnet"))  # the installed console script

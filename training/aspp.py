@@ -1,4 +1,4 @@
-"""Atrous spatial pyramid pooling as in DeepLab v3+ (output-stride-16 rates), the authors' layout."""
+"""Atrous spatial pyramid pooling as in DeepLab v3+ (output-stride-16 rates), authors' layout."""
 
 from __future__ import annotations
 

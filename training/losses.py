@@ -27,7 +27,7 @@ def _resample_matrix(size_in: int, size_out: int, patch: int, device, dtype) -> 
 def patch_embeddings(embeddings: torch.Tensor, size: tuple[int, int], patch_size: int
                      ) -> torch.Tensor:
     """Embeddings (B, D, h, w) -> L2-normalised patch embeddings (B, N, D) on a ``size`` grid."""
-    b, d, h, w = embeddings.shape
+    h, w = embeddings.shape[-2:]
     rows = _resample_matrix(h, size[0], patch_size, embeddings.device, embeddings.dtype)
     cols = _resample_matrix(w, size[1], patch_size, embeddings.device, embeddings.dtype)
     pooled = rows @ embeddings @ cols.T  # (B, D, H/p, W/p)

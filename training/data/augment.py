@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from cflnet_sdk.training.data import ops
 
 from cflnet_sdk.errors import ConfigError
+from cflnet_sdk.training.data import ops
 
 
 @dataclass(frozen=True)

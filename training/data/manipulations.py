@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from cflnet_sdk.training.data.ops import to_uint8
-from cflnet_sdk.training.data.shapes import feather, random_shape
 from PIL import Image
 from scipy import ndimage
+
+from cflnet_sdk.training.data.ops import to_uint8
+from cflnet_sdk.training.data.shapes import feather, random_shape
 
 KINDS = ("splice", "copy-move", "removal", "enhance")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cflnet_sdk.training.data.shapes import outline
 from PIL import Image, ImageDraw, ImageFont
 
 from cflnet_sdk.images import load_image
+from cflnet_sdk.training.data.shapes import outline
 
 TILE = 200
 LABEL = 32

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from cflnet_sdk.training.data.ops import resize_rgb
 
 from cflnet_sdk.errors import DataError
 from cflnet_sdk.images import load_image
+from cflnet_sdk.training.data.ops import resize_rgb
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,12 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from cflnet_sdk.training.data import ops
-from cflnet_sdk.training.data.manipulations import KINDS, MANIPULATIONS, Manipulated
-from cflnet_sdk.training.data.sources import PhotoSource, random_view
 from PIL import Image
 
 from cflnet_sdk.errors import DataError
+from cflnet_sdk.fileio import write_bytes_atomic
+from cflnet_sdk.training.data import ops
+from cflnet_sdk.training.data.manipulations import KINDS, MANIPULATIONS, Manipulated
+from cflnet_sdk.training.data.sources import PhotoSource, random_view
 
 POST_OPS = ("jpeg", "resize", "blur", "noise")
 MANIFEST = "manifest.jsonl"
@@ -189,13 +189,6 @@ class SynthDataset:
 
 
 # -- writing to disk ------------------------------------------------------------------------
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file and ``os.replace``: no reader ever sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _encode(image: Image.Image, fmt: str) -> bytes:
     import io
 
@@ -211,12 +204,13 @@ def write_sample(sample: Sample, out: Path, config: SynthConfig) -> dict[str, An
     """Write one sample's image and mask; return its manifest line."""
     suffix = "jpg" if config.image_format == "jpeg" else "png"
     image_name = f"images/{sample.index:06d}.{suffix}"
-    atomic_write(out / image_name, _encode(Image.fromarray(sample.image), config.image_format))
+    image = Image.fromarray(sample.image)
+    write_bytes_atomic(out / image_name, _encode(image, config.image_format))
     mask_name = None
     if sample.mask is not None:
         mask_name = f"masks/{sample.index:06d}.png"
-        atomic_write(out / mask_name, _encode(Image.fromarray(sample.mask.astype(np.uint8) * 255),
-                                              "png"))
+        mask = Image.fromarray(sample.mask.astype(np.uint8) * 255)
+        write_bytes_atomic(out / mask_name, _encode(mask, "png"))
     return {"image": image_name, "mask": mask_name, "kind": sample.kind, "index": sample.index,
             "seed": config.seed, "parameters": sample.params}
 
@@ -266,9 +260,9 @@ def generate(config: SynthConfig, out: str | Path, count: int, workers: int = 1,
         with multiprocessing.get_context().Pool(workers, _init_worker, (config, str(out))) as pool:
             lines = list(pool.imap(_work, range(count), chunksize=4))
     manifest = out / MANIFEST
-    atomic_write(manifest, "".join(json.dumps(line, sort_keys=True) + "\n"
+    write_bytes_atomic(manifest, "".join(json.dumps(line, sort_keys=True) + "\n"
                                    for line in lines).encode())
-    atomic_write(out / CONFIG_FILE, config.to_json().encode())
+    write_bytes_atomic(out / CONFIG_FILE, config.to_json().encode())
     seconds = time.perf_counter() - start
     kinds: dict[str, int] = {}
     for line in lines:
@@ -278,7 +272,7 @@ def generate(config: SynthConfig, out: str | Path, count: int, workers: int = 1,
         from cflnet_sdk.training.data.preview import contact_sheet
 
         report.preview = out / "preview.png"
-        atomic_write(report.preview, _encode(contact_sheet(out, lines[:24]), "png"))
+        write_bytes_atomic(report.preview, _encode(contact_sheet(out, lines[:24]), "png"))
     return report
 
 

@@ -11,11 +11,11 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from cflnet_sdk.training.data.augment import AugmentConfig, augment
 from torch.utils.data import Dataset
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.images import load_image
+from cflnet_sdk.training.data.augment import AugmentConfig, augment
 
 
 class PairSource(Protocol):
