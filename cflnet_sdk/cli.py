@@ -7,7 +7,7 @@ import sys
 import typer
 
 from cflnet_sdk import __version__
-from cflnet_sdk.commands import benchmark, data, demo, official, predict, synth
+from cflnet_sdk.commands import benchmark, data, demo, evaluate, official, predict, synth, train
 from cflnet_sdk.errors import CFLNetError
 
 app = typer.Typer(
@@ -36,6 +36,8 @@ app.command("import-official")(official.import_official)
 app.command("predict")(predict.predict)
 app.command("benchmark")(benchmark.benchmark)
 app.command("synth")(synth.synth)
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 app.add_typer(data.app, name="data")
 

@@ -1,0 +1,55 @@
+"""``cflnet evaluate``: score model files on datasets; several of each give a cross matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def evaluate(
+    model: list[Path] = typer.Option(..., "--model", "-m", help="Model file (.safetensors, "
+                                     ".onnx, .engine); repeat for several."),
+    data: list[str] = typer.Option(..., "--data", "-d", help="Dataset (manifest or folder of "
+                                   "any layout `cflnet data check` reads); repeat for several."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write all metrics as JSON."),
+    backend: str = typer.Option("auto", "--backend", help="auto (from the suffix), torch, "
+                                "onnxruntime or tensorrt."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    data_format: str = typer.Option("auto", "--format", help="Dataset layout (auto, manifest, "
+                                    "paired, imd2020, casia, nist16, columbia, coverage)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per call."),
+    plots: Path | None = typer.Option(None, "--plots", help="Folder for roc.png and the worst "
+                                      "and best examples (needs matplotlib)."),
+    examples: int = typer.Option(3, "--examples", min=0, help="Worst and best images to "
+                                 "draw per model and dataset with --plots."),
+) -> None:
+    """Evaluate through Localizer (the runtime's preprocessing) with the paper's metrics.
+
+    The headline is the honest per-image pixel AUC; the paper's flip-invariant variant, pooled
+    AUC, F1/IoU at 0.5 and at the best threshold, image AUC and skipped counts follow.
+    """
+    from rich.console import Console
+
+    from cflnet_sdk.training.evaluate import evaluate as run
+    from cflnet_sdk.training.evaluate import render_tables, write_json, write_plots
+
+    console = Console()
+    evaluations = []
+    for model_path in model:
+        for data_path in data:
+            result = run(model_path, data_path, backend=backend, device=device,
+                         data_format=data_format, batch_size=batch_size,
+                         examples=examples if plots else 0)
+            console.print(f"{model_path.name} on {data_path}: {result.metrics['images']} "
+                          f"images, {result.backend} on {result.device}, "
+                          f"{result.seconds:.1f} s")
+            evaluations.append(result)
+    for table in render_tables(evaluations):
+        console.print(table)
+    if json_out is not None:
+        write_json(evaluations, json_out)
+        console.print(f"wrote {json_out}")
+    if plots is not None:
+        written = write_plots(evaluations, plots)
+        console.print(f"wrote {len(written)} plot(s) to {plots}")

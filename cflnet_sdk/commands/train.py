@@ -1,0 +1,118 @@
+"""``cflnet train``: the paper's recipe by default; every value from a flag or a YAML file.
+
+Flags left out are ``None`` here and do not override the file; torch loads inside the command.
+Under ``torchrun`` the same command trains with DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from cflnet_sdk.training.train_config import PRECISIONS
+
+EXIT_INTERRUPTED = 130
+
+
+def train(
+    config_file: Path | None = typer.Option(None, "--config", help="YAML file of settings "
+                                            "(keys as in a run's config.yaml); flags win."),
+    data: str | None = typer.Option(None, "--data", help="Training data: a manifest or a "
+                                    "dataset folder (any layout `cflnet data check` reads)."),
+    val: str | None = typer.Option(None, "--val", help="Validation data; default: a seeded "
+                                   "--val-fraction split of --data."),
+    data_format: str | None = typer.Option(None, "--format", help="Dataset layout: auto, "
+                                           "manifest, paired, imd2020, casia, nist16, ..."),
+    val_fraction: float | None = typer.Option(None, "--val-fraction",
+                                              help="Validation share when no --val [0.1]."),
+    synthetic: bool | None = typer.Option(None, "--synthetic/--no-synthetic",
+                                          help="Train on streamed synthetic forgeries."),
+    steps_per_epoch: int | None = typer.Option(None, "--steps-per-epoch",
+                                               help="Synthetic: steps per epoch [100]."),
+    val_samples: int | None = typer.Option(None, "--val-samples", help="Synthetic: held-out "
+                                           "validation samples (another seed) [64]."),
+    synth_kinds: str | None = typer.Option(None, "--synth-kinds", help="Synthetic: comma-"
+                                           "separated splice,copy-move,removal,enhance."),
+    no_contrastive: bool = typer.Option(False, "--no-contrastive",
+                                        help="CE only (the paper's ablation)."),
+    contrastive_weight: float | None = typer.Option(None, "--contrastive-weight",
+                                                    help="Weight of the contrastive loss [1]."),
+    pretrained_backbone: Path | None = typer.Option(None, "--pretrained-backbone",
+                                                    help="Local ImageNet weights for the RGB "
+                                                         "trunk (timm/torchvision names)."),
+    backbone: str | None = typer.Option(None, "--backbone", help="timm trunk [resnet50]."),
+    aspp_channels: int | None = typer.Option(None, "--aspp-channels", help="ASPP width [512]."),
+    embedding_dim: int | None = typer.Option(None, "--embedding-dim",
+                                             help="Projection size [256]."),
+    size: int | None = typer.Option(None, "--size", help="Input height and width [256]."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs [100]."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b",
+                                          help="Images per step and process [4], at least 2."),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate [1e-4]."),
+    lr_step_epochs: int | None = typer.Option(None, "--lr-step-epochs",
+                                              help="StepLR period in epochs [20]."),
+    lr_gamma: float | None = typer.Option(None, "--lr-gamma", help="StepLR factor [0.8]."),
+    patch_size: int | None = typer.Option(None, "--patch-size", help="Contrastive patch [4]."),
+    temperature: float | None = typer.Option(None, "--temperature", help="Contrastive t [0.1]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of init, data order, split "
+                                    "and synthetic data [1221]."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="DataLoader workers [2]."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str | None = typer.Option(None, "--precision",
+                                         help=f"{' | '.join(PRECISIONS)} [fp32]."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last",
+                                              help="NHWC memory format (faster with AMP)."),
+    compile_model: bool | None = typer.Option(None, "--compile/--no-compile",
+                                              help="torch.compile the model."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory "
+                                    "[runs/cflnet-DATE-TIME]."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this "
+                                       "directory exactly where its last save left it."),
+    save_every: int | None = typer.Option(None, "--save-every", help="Also save every N steps "
+                                          "(0: only at epoch end) [500]."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop (and save) after N "
+                                         "steps in this invocation (0: no limit)."),
+    log_every: int | None = typer.Option(None, "--log-every", help="Steps per progress line."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress",
+                                         help="Progress bar on a terminal."),
+) -> None:
+    """Train CFL-Net (defaults: the paper's recipe) and write a run directory."""
+    from cflnet_sdk.training import train_config
+
+    flags = {
+        "data": data, "val": val, "data_format": data_format, "val_fraction": val_fraction,
+        "synthetic": synthetic, "steps_per_epoch": steps_per_epoch, "val_samples": val_samples,
+        "synth_kinds": _kinds(synth_kinds),
+        "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
+        "pretrained_backbone": None if pretrained_backbone is None else str(pretrained_backbone),
+        "backbone": backbone, "aspp_channels": aspp_channels, "embedding_dim": embedding_dim,
+        "size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "lr_step_epochs": lr_step_epochs, "lr_gamma": lr_gamma, "patch_size": patch_size,
+        "temperature": temperature, "seed": seed, "workers": workers, "device": device,
+        "precision": precision, "channels_last": channels_last, "compile": compile_model,
+        "out": None if out is None else str(out), "save_every": save_every,
+        "max_steps": max_steps, "log_every": log_every, "progress": progress,
+    }
+    if resume is not None:
+        if config_file is not None:
+            flags = {**train_config.read_yaml(config_file), **{k: v for k, v in flags.items()
+                                                               if v is not None}}
+        config = train_config.resume_config(resume, flags)
+    else:
+        config = train_config.resolve(config_file, flags)
+    config.check_data()
+
+    from cflnet_sdk.training.train import train as run_training
+
+    result = run_training(config, resume=resume is not None,
+                          log=lambda line: typer.echo(line))
+    if result.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _kinds(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())

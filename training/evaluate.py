@@ -1,0 +1,254 @@
+"""Evaluate any model file on any dataset through ``Localizer``: what a user's deployment sees.
+
+Predictions come from ``cflnet_sdk.Localizer`` (the runtime's preprocessing, any backend) at the
+original image size and are scored against the original-size masks with
+``cflnet_sdk.training.metrics``. Several models x several datasets give a cross-dataset matrix
+like the paper's Table 2. torch is not needed unless a backend needs it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cflnet_sdk.errors import CFLNetError, ConfigError
+from cflnet_sdk.fileio import atomic_path, write_bytes_atomic
+from cflnet_sdk.training.metrics import MetricAccumulator
+
+EXAMPLE_SIDE = 256  # examples are kept downsized, so memory stays flat on big datasets
+COLUMNS = (  # (metric key, table heading)
+    ("images", "images"), ("pixel_auc", "pixel AUC"),
+    ("pixel_auc_flip_invariant_paper", "paper AUC (flip-inv.)"),
+    ("pooled_pixel_auc", "pooled AUC"), ("pixel_f1", "F1@.5"), ("pixel_iou", "IoU@.5"),
+    ("pixel_f1_best", "F1 best"), ("pixel_iou_best", "IoU best"),
+    ("best_threshold", "best thr"), ("image_auc", "image AUC"),
+    ("pixel_auc_skipped_single_class", "skipped 1-class"), ("skipped_unreadable", "unreadable"))
+
+
+@dataclass(order=True)
+class Example:
+    """One image kept for the plots, ordered by its per-image AUC."""
+
+    auc: float
+    name: str = field(compare=False)
+    rgb: np.ndarray = field(compare=False, repr=False)
+    mask: np.ndarray = field(compare=False, repr=False)
+    probability: np.ndarray = field(compare=False, repr=False)
+
+
+class ExampleKeeper:
+    """The ``count`` best and worst images by honest per-image AUC, in bounded memory."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.best: list[Example] = []  # min-heap on auc: the smallest of the best is evicted
+        self.worst: list[tuple[float, int, Example]] = []  # min-heap on -auc
+        self._seen = 0
+
+    def offer(self, name: str, rgb: np.ndarray, mask: np.ndarray, probability: np.ndarray
+              ) -> None:
+        if self.count < 1 or mask.all() or not mask.any():
+            return
+        from sklearn.metrics import roc_auc_score
+
+        auc = float(roc_auc_score(mask.ravel(), probability.ravel()))
+        worth = (len(self.best) < self.count or auc > self.best[0].auc
+                 or len(self.worst) < self.count or -auc > self.worst[0][0])
+        if not worth:
+            return
+        example = Example(auc, name, *_shrink(rgb, mask, probability))
+        self._seen += 1
+        _push(self.best, example, self.count)
+        _push(self.worst, (-auc, self._seen, example), self.count)
+
+    def examples(self) -> list[tuple[str, Example]]:
+        worst = sorted((e for _, _, e in self.worst), key=lambda e: e.auc)
+        best = sorted(self.best, key=lambda e: -e.auc)
+        return [("worst", e) for e in worst] + [("best", e) for e in best]
+
+
+def _push(heap: list, item: Any, limit: int) -> None:
+    if len(heap) < limit:
+        heapq.heappush(heap, item)
+    else:
+        heapq.heappushpop(heap, item)
+
+
+def _shrink(rgb: np.ndarray, mask: np.ndarray, probability: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    height, width = mask.shape
+    scale = min(1.0, EXAMPLE_SIDE / max(height, width))
+    if scale == 1.0:
+        return rgb, mask, probability
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return (np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR)),
+            np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size,
+                                                                             Image.NEAREST)) > 127,
+            np.asarray(Image.fromarray(probability.astype(np.float32)).resize(size,
+                                                                               Image.BILINEAR)))
+
+
+@dataclass
+class Evaluation:
+    """The metrics of one model on one dataset."""
+
+    model: str
+    data: str
+    backend: str
+    device: str
+    seconds: float
+    metrics: dict[str, Any]
+    accumulator: MetricAccumulator = field(repr=False)
+    examples: ExampleKeeper | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "data": self.data, "backend": self.backend,
+                "device": self.device, "seconds": round(self.seconds, 3),
+                "metrics": self.metrics}
+
+
+def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
+             device: str = "auto", data_format: str = "auto", batch_size: int = 8,
+             examples: int = 0) -> Evaluation:
+    """Predict every image of ``data`` with ``model`` and score it against its mask."""
+    from cflnet_sdk.localizer import Localizer
+    from cflnet_sdk.training.data.readers import open_dataset, read_mask
+
+    dataset = open_dataset(data, format=data_format, on_error="skip")
+    start = time.perf_counter()
+    unreadable = len(dataset.problems)
+    keeper = ExampleKeeper(examples) if examples else None
+    with Localizer(model, backend=backend, device=device) as localizer:
+        accumulator = MetricAccumulator(threshold=localizer.threshold)
+        results = localizer.predict_iter([str(r.image) for r in dataset], batch_size,
+                                         errors="return")
+        for record, result in zip(dataset, results, strict=True):
+            try:
+                if isinstance(result, CFLNetError):
+                    raise result
+                mask = (np.zeros(result.size, bool) if record.mask is None
+                        else read_mask(record.mask, record.polarity))
+                accumulator.update(result.probability, mask, result.score)
+            except CFLNetError:
+                unreadable += 1
+                continue
+            if keeper is not None and result.image is not None:
+                keeper.offer(record.image.name, result.image, mask, result.probability)
+        name, used = localizer.backend_name, localizer.device
+    metrics = accumulator.compute() | {"skipped_unreadable": unreadable}
+    return Evaluation(str(model), str(data), name, used, time.perf_counter() - start, metrics,
+                      accumulator, keeper)
+
+
+def write_json(evaluations: list[Evaluation], path: str | Path) -> None:
+    """All results plus the honest per-image AUC matrix (models x datasets)."""
+    document = {"results": [e.to_dict() for e in evaluations], "matrix": matrix(evaluations)}
+    write_bytes_atomic(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+
+
+def matrix(evaluations: list[Evaluation], key: str = "pixel_auc") -> dict[str, Any]:
+    models = list(dict.fromkeys(e.model for e in evaluations))
+    datasets = list(dict.fromkeys(e.data for e in evaluations))
+    table = {(e.model, e.data): e.metrics.get(key) for e in evaluations}
+    return {"metric": key, "models": models, "datasets": datasets,
+            "values": [[table.get((m, d)) for d in datasets] for m in models]}
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}" if key == "best_threshold" else f"{100 * value:.1f}"
+    return str(value)
+
+
+def render_tables(evaluations: list[Evaluation]) -> list[Any]:
+    """rich Tables: every metric per (model, data), then the AUC matrix if there are several."""
+    from rich.table import Table
+
+    results = Table(title="CFL-Net evaluation (AUC, F1, IoU in %; pixel AUC = honest per-image "
+                          "mean, the headline; paper AUC = max(AUC, 1-AUC) per image)")
+    results.add_column("model")
+    results.add_column("data")
+    for _, heading in COLUMNS:
+        results.add_column(heading, justify="right")
+    for e in evaluations:
+        results.add_row(Path(e.model).name, Path(e.data).name,
+                        *(_cell(k, e.metrics.get(k)) for k, _ in COLUMNS))
+    tables = [results]
+    grid = matrix(evaluations)
+    if len(grid["models"]) > 1 or len(grid["datasets"]) > 1:
+        cross = Table(title="Cross-dataset matrix: honest per-image pixel AUC (%)")
+        cross.add_column("model \\ data")
+        for name in grid["datasets"]:
+            cross.add_column(Path(name).name, justify="right")
+        for name, row in zip(grid["models"], grid["values"], strict=True):
+            cross.add_row(Path(name).name, *(_cell("pixel_auc", v) for v in row))
+        tables.append(cross)
+    return tables
+
+
+def write_plots(evaluations: list[Evaluation], folder: str | Path) -> list[Path]:
+    """``roc.png`` (pooled pixel ROC of every pair) and worst/best example panels."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError("--plots needs matplotlib: pip install matplotlib (or drop --plots)"
+                          ) from exc
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    for e in evaluations:
+        fpr, tpr = roc_points(e.accumulator)
+        auc = e.metrics.get("pooled_pixel_auc")
+        axes.plot(fpr, tpr, label=f"{Path(e.model).stem} / {Path(e.data).name} "
+                                  f"(pooled AUC {_cell('auc', auc)})")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    axes.set(xlabel="false positive rate (pixels)", ylabel="true positive rate (pixels)",
+             title="Pooled pixel ROC", xlim=(0, 1), ylim=(0, 1))
+    axes.legend(fontsize=7, loc="lower right")
+    written = [folder / "roc.png"]
+    with atomic_path(written[0]) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    for e in evaluations:
+        if e.examples is None:
+            continue
+        for rank, (which, example) in enumerate(e.examples.examples()):
+            name = (f"{Path(e.model).stem}_{Path(e.data).name}_{which}{rank:02d}_"
+                    f"auc{example.auc:.3f}_{Path(example.name).stem}.png")
+            written.append(folder / name)
+            with atomic_path(written[-1]) as tmp:
+                example_panel(example).save(tmp, format="PNG")
+    return written
+
+
+def roc_points(accumulator: MetricAccumulator) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled ROC from the accumulator's histograms (threshold sweeping from 1 down to 0)."""
+    positive = np.concatenate([[0], np.cumsum(accumulator.positive[::-1])])
+    negative = np.concatenate([[0], np.cumsum(accumulator.negative[::-1])])
+    return negative / max(negative[-1], 1), positive / max(positive[-1], 1)
+
+
+def example_panel(example: Example) -> Image.Image:
+    """Image | ground truth | probability | predicted mask outline, side by side."""
+    rgb = example.rgb
+    truth = np.repeat(example.mask[..., None].astype(np.uint8) * 255, 3, axis=2)
+    heat = np.repeat(np.clip(example.probability * 255 + 0.5, 0, 255).astype(np.uint8)[..., None],
+                     3, axis=2)
+    overlay = rgb.copy()
+    predicted = example.probability >= 0.5
+    overlay[predicted] = (0.55 * overlay[predicted] + 0.45 * np.array([255, 0, 0])).astype(
+        np.uint8)
+    gap = np.full((rgb.shape[0], 4, 3), 255, np.uint8)
+    return Image.fromarray(np.concatenate([rgb, gap, truth, gap, heat, gap, overlay], axis=1))
