@@ -21,6 +21,7 @@ def session(path: Path):
 
 def reference(model, batch: np.ndarray) -> np.ndarray:
     import torch
+
     from cflnet_sdk.training.model import CFLNetInference
 
     with torch.no_grad():
@@ -68,11 +69,9 @@ def test_declared_io(batch_onnx, shape_onnx):
 
 
 def test_metadata_round_trips(batch_onnx, tiny_checkpoint, tiny_config):
-    from cflnet_sdk.export.onnx import read_metadata
-    from cflnet_sdk.training.config import CFLNetConfig
-
     from cflnet_sdk import __version__
     from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.onnx import read_metadata
     from cflnet_sdk.fileio import sha256_file
     from cflnet_sdk.metadata import (
         CONFIG_KEY,
@@ -81,6 +80,7 @@ def test_metadata_round_trips(batch_onnx, tiny_checkpoint, tiny_config):
         SOURCE_SHA256_KEY,
         VERSION_KEY,
     )
+    from cflnet_sdk.training.config import CFLNetConfig
 
     meta = session(batch_onnx).get_modelmeta().custom_metadata_map
     assert meta == read_metadata(batch_onnx)
@@ -93,7 +93,6 @@ def test_metadata_round_trips(batch_onnx, tiny_checkpoint, tiny_config):
 
 def test_in_memory_export_has_empty_source_hash(shape_onnx):
     from cflnet_sdk.export.onnx import read_metadata
-
     from cflnet_sdk.metadata import SOURCE_SHA256_KEY
 
     assert read_metadata(shape_onnx)[SOURCE_SHA256_KEY] == ""
@@ -101,6 +100,7 @@ def test_in_memory_export_has_empty_source_hash(shape_onnx):
 
 def test_single_file_without_projection_head(batch_onnx, tiny_model):
     import onnx
+
     from cflnet_sdk.training.model import CFLNetInference
 
     proto = onnx.load(str(batch_onnx))
@@ -118,9 +118,8 @@ def test_single_file_without_projection_head(batch_onnx, tiny_model):
 
 
 def test_size_override_sets_contract_and_static_input(tiny_model, tmp_path):
-    from cflnet_sdk.export.onnx import export_onnx, read_metadata
-
     from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.onnx import export_onnx, read_metadata
 
     path = export_onnx(tiny_model, tmp_path / "s.onnx", size=(96, 64), dynamic_batch=False,
                        simplify=False)
@@ -130,9 +129,8 @@ def test_size_override_sets_contract_and_static_input(tiny_model, tmp_path):
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):
-    from cflnet_sdk.export.onnx import export_onnx
-
     from cflnet_sdk.errors import ModelFileError
+    from cflnet_sdk.export.onnx import export_onnx
 
     missing = tmp_path / "nope.safetensors"
     with pytest.raises(ModelFileError, match=r"nope\.safetensors: no such checkpoint"):
@@ -141,10 +139,10 @@ def test_missing_checkpoint_names_the_file(tmp_path):
 
 
 def test_foreign_safetensors_is_refused(tmp_path, torch_threads):
-    from cflnet_sdk.export.onnx import export_onnx
     from safetensors.torch import save_file
 
     from cflnet_sdk.errors import ModelFileError
+    from cflnet_sdk.export.onnx import export_onnx
 
     foreign = tmp_path / "other.safetensors"
     save_file({"w": torch_threads.zeros(2)}, str(foreign))
@@ -153,18 +151,16 @@ def test_foreign_safetensors_is_refused(tmp_path, torch_threads):
 
 
 def test_bad_size_is_a_config_error(tiny_model, tmp_path):
-    from cflnet_sdk.export.onnx import export_onnx
-
     from cflnet_sdk.errors import ConfigError
+    from cflnet_sdk.export.onnx import export_onnx
 
     with pytest.raises(ConfigError, match="multiples of 32"):
         export_onnx(tiny_model, tmp_path / "x.onnx", size=100)
 
 
 def test_unreadable_onnx_names_the_file(tmp_path):
-    from cflnet_sdk.export.onnx import read_metadata
-
     from cflnet_sdk.errors import ModelFileError
+    from cflnet_sdk.export.onnx import read_metadata
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00garbage\xff" * 10)

@@ -1,0 +1,163 @@
+"""FP16 and INT8 (Q/DQ) variants: structure, metadata, and their measured accuracy cost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="precision variants are built and run with onnxruntime")
+pytest.importorskip("onnxslim", reason="the exporter simplifies with onnxslim (export extra)")
+
+HELD_OUT = 12
+# Bounds on |AUC(variant) - AUC(fp32)| on the held-out set for the small untrained test model.
+# Its probability maps are nearly flat (no training), so 8-bit steps move the ranking of
+# pixels far more than they would for a trained network; docs/export.md gives the figures.
+FP16_AUC_BOUND = 0.002
+INT8_AUC_BOUND = 0.1
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_model):
+    from cflnet_sdk.export.onnx import build_onnx
+
+    return build_onnx(tiny_model, size=64)
+
+
+@pytest.fixture(scope="module")
+def variants(fp32, tmp_path_factory):
+    import onnx
+
+    from cflnet_sdk.export.onnx import save_onnx
+    from cflnet_sdk.export.precision import make_variant
+
+    folder = tmp_path_factory.mktemp("variants")
+    paths = {"fp32": save_onnx(fp32, folder / "fp32.onnx")}
+    for name, precision, target in (("fp16", "fp16", "tensorrt"), ("int8", "int8", "tensorrt"),
+                                    ("int8-cpu", "int8", "cpu")):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(fp32)
+        variant = make_variant(copy, precision, calib_count=16, int8_target=target)
+        paths[name] = save_onnx(variant, folder / f"{name}.onnx")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.parity import held_out_probes
+
+    return held_out_probes(Contract(height=64, width=64), HELD_OUT)
+
+
+def run(path, probes) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [sess.run(None, {"image": x})[0] for x in probes.inputs]
+
+
+def held_out_auc_diff(variants, held_out, name) -> tuple[float, float]:
+    from cflnet_sdk.export.parity import figures
+
+    result = figures(held_out, run(variants["fp32"], held_out), run(variants[name], held_out),
+                     0.5)
+    print(f"{name}: {result.line()}")  # the measured figure, shown with -s
+    return result.auc_diff, result.max_abs
+
+
+def test_variants_keep_float32_io_and_metadata(variants):
+    import onnxruntime as ort
+
+    from cflnet_sdk.export.onnx import read_metadata
+
+    source = read_metadata(variants["fp32"])
+    for name, precision in (("fp16", "fp16"), ("int8", "int8"), ("int8-cpu", "int8")):
+        sess = ort.InferenceSession(str(variants[name]), providers=["CPUExecutionProvider"])
+        assert [i.type for i in sess.get_inputs()] == ["tensor(float)"]
+        assert [o.type for o in sess.get_outputs()] == ["tensor(float)"]
+        meta = sess.get_modelmeta().custom_metadata_map
+        assert meta["cflnet.precision"] == precision
+        assert meta["cflnet.contract"] == source["cflnet.contract"]
+        assert meta["cflnet.config"] == source["cflnet.config"]
+    assert read_metadata(variants["int8"])["cflnet.int8_target"] == "tensorrt"
+    assert read_metadata(variants["int8-cpu"])["cflnet.int8_target"] == "cpu"
+
+
+def test_fp16_graph_has_half_weights_and_float32_tail(variants):
+    import onnx
+
+    proto = onnx.load(str(variants["fp16"]))
+    types = {t.data_type for t in proto.graph.initializer if len(t.dims) == 4}
+    assert types == {onnx.TensorProto.FLOAT16}
+    sigmoid = next(n for n in proto.graph.node if n.op_type == "Sigmoid")
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    elem = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    assert elem[sigmoid.input[0]] == onnx.TensorProto.FLOAT  # the tail never rounds to fp16
+
+
+def test_int8_layouts(variants):
+    import onnx
+    from onnx import numpy_helper
+
+    for name, zero_type in (("int8", onnx.TensorProto.INT8), ("int8-cpu", onnx.TensorProto.UINT8)):
+        proto = onnx.load(str(variants[name]))
+        inits = {t.name: t for t in proto.graph.initializer}
+        quantize = [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+        assert quantize, name
+        zero_points = [inits[n.input[2]] for n in quantize]
+        assert {z.data_type for z in zero_points} == {zero_type}
+        if name == "int8":  # TensorRT: symmetric activations, zero point 0
+            assert all(not numpy_helper.to_array(z).any() for z in zero_points)
+        weights = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"
+                   and inits.get(n.input[0]) is not None and len(inits[n.input[0]].dims) == 4]
+        assert weights and all(inits[n.input[0]].data_type == onnx.TensorProto.INT8
+                               for n in weights)
+        assert all(numpy_helper.to_array(inits[n.input[1]]).ndim == 1 for n in weights)
+        assert next(n for n in proto.graph.node if n.op_type == "Sigmoid").input[0] not in {
+            out for n in proto.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+
+
+def test_fp16_accuracy_cost_is_bounded(variants, held_out):
+    auc_diff, max_abs = held_out_auc_diff(variants, held_out, "fp16")
+    assert abs(auc_diff) <= FP16_AUC_BOUND
+    assert max_abs <= 1e-2
+
+
+@pytest.mark.parametrize("name", ["int8", "int8-cpu"])
+def test_int8_accuracy_cost_is_bounded(variants, held_out, name):
+    auc_diff, max_abs = held_out_auc_diff(variants, held_out, name)
+    assert abs(auc_diff) <= INT8_AUC_BOUND
+    assert max_abs <= 0.1
+
+
+def test_calibration_folder_errors(tmp_path):
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.errors import DataError
+    from cflnet_sdk.export.precision import calibration_inputs
+
+    with pytest.raises(DataError, match="calibration folder does not exist"):
+        calibration_inputs(Contract(64, 64), tmp_path / "missing")
+    with pytest.raises(DataError, match="no images"):
+        calibration_inputs(Contract(64, 64), tmp_path)
+
+
+def test_calibration_folder_uses_contract_preprocessing(photo_files):
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.precision import calibration_inputs
+    from cflnet_sdk.images import load_image
+
+    contract = Contract(64, 96)
+    inputs = calibration_inputs(contract, photo_files["jpeg"].parent, count=2)
+    assert [x.shape for x in inputs] == [(1, 3, 64, 96)] * 2
+    first = sorted(photo_files["jpeg"].parent.iterdir())[0]
+    np.testing.assert_array_equal(inputs[0][0], contract.preprocess(load_image(first)))
+
+
+def test_unknown_precision_is_a_config_error(fp32):
+    from cflnet_sdk.errors import ConfigError
+    from cflnet_sdk.export.precision import make_variant
+
+    with pytest.raises(ConfigError, match="precision 'bf8'"):
+        make_variant(fp32, "bf8")  # type: ignore[arg-type]
