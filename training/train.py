@@ -372,6 +372,8 @@ class Trainer:
                 if status != "finished":
                     break
                 self._end_epoch()
+                if p.epoch >= config.epochs:
+                    break
                 if self.stop_step is not None and p.step >= self.stop_step:
                     status = "max_steps"
                     break
@@ -398,11 +400,13 @@ class Trainer:
                 if p.batch >= total:
                     break
                 self._step(images, masks)
+                if p.batch >= total:  # the epoch end comes first, then run() checks the stops
+                    break
                 if self.stop_step is not None and p.step >= self.stop_step:
                     return "max_steps"
                 if distributed.any_rank(stop.requested is not None, self.device):
                     return "interrupted"
-                if config.save_every and p.step % config.save_every == 0 and p.batch < total:
+                if config.save_every and p.step % config.save_every == 0:
                     self.save()
         finally:
             self.display.end_epoch()

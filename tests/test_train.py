@@ -1,0 +1,184 @@
+"""Training: the step learns, the recipe's defaults, config precedence, the CLI end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cflnet_sdk.errors import ConfigError  # noqa: E402
+from cflnet_sdk.training.train_config import TrainConfig, resolve  # noqa: E402
+
+TINY = {"backbone": "resnet18", "aspp_channels": 32, "embedding_dim": 16, "size": 64,
+        "batch_size": 2}
+
+
+def tiny_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on 2 shared cores, two threads each wait on the other (3x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fixed_batch(count: int = 2, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real synthetic forgeries (tampered regions of every image), preprocessed as in training."""
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
+    from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset
+
+    source = SynthDataset(SynthConfig(seed=5, height=size, width=size, pristine_rate=0.0,
+                                      post_rate=0.0, kinds=("splice",)), length=count)
+    dataset = ForgeryTorchDataset(source, Contract(height=size, width=size))
+    images, masks = zip(*(dataset[i] for i in range(count)), strict=True)
+    return torch.stack(images), torch.stack(masks)
+
+
+def test_paper_recipe_defaults():
+    config = TrainConfig()
+    assert (config.lr, config.weight_decay, config.lr_step_epochs, config.lr_gamma) == (
+        1e-4, 0.0, 20, 0.8)
+    assert (config.epochs, config.batch_size, config.size, config.seed) == (100, 4, 256, 1221)
+    assert config.class_weights == (0.0892, 0.9108)
+    assert (config.contrastive_weight, config.patch_size, config.temperature) == (1.0, 4, 0.1)
+    assert (config.backbone, config.aspp_channels, config.embedding_dim) == ("resnet50", 512, 256)
+
+
+def test_flags_win_over_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 0.0005\nepochs: 7\nbatch-size: 8\nsynth_kinds: [splice, removal]\n")
+    config = resolve(path, {"epochs": 3, "lr": None, "synthetic": True})
+    assert (config.lr, config.epochs, config.batch_size) == (0.0005, 3, 8)
+    assert config.synth_kinds == ("splice", "removal")
+    again = resolve(None, dict(TrainConfig(**TINY).to_dict()))  # a dumped config reads back
+    assert again == TrainConfig(**TINY)
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"batch_size": 1}, "batch_size 1"), ({"size": 100}, "multiple of 32"),
+    ({"precision": "fp8"}, "precision"), ({"synthetic": True, "data": "x"}, "not both")])
+def test_invalid_settings_say_what_to_do(bad, words):
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(**bad)
+
+
+def test_unknown_setting_in_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown training setting 'learning_rate'"):
+        resolve(path, {})
+
+
+def test_fp16_needs_cuda():
+    from cflnet_sdk.training.train import check_precision
+
+    with pytest.raises(ConfigError, match="bf16 on the CPU"):
+        check_precision(torch.device("cpu"), "fp16")
+
+
+def test_optimizer_holds_trainable_parameters_only(torch_threads):
+    from cflnet_sdk.training.train import build_model, build_optimizer
+
+    for weight in (1.0, 0.0):
+        config = TrainConfig(**TINY, contrastive_weight=weight)
+        model = build_model(config, resume=False)
+        optimizer, scheduler = build_optimizer(model, config)
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        assert id(model.conv_srm.weight) not in held  # the fixed SRM kernels
+        projection = {id(p) for p in model.projection.parameters()}
+        assert (projection <= held) == (weight > 0)  # CE-only: the head gets no gradient
+        assert optimizer.param_groups[0]["weight_decay"] == 0.0
+        assert (scheduler.step_size, scheduler.gamma) == (20, 0.8)
+
+
+def test_sampler_order_is_seeded_sharded_and_resumable():
+    from cflnet_sdk.training.train_data import EpochSampler
+
+    def sampler(rank: int, **kw) -> EpochSampler:
+        return EpochSampler(10, 2, seed=3, shuffle=True, drop_last=True, rank=rank, world=2,
+                            **kw)
+
+    a, b = sampler(0), sampler(1)
+    first, second = a.epoch_indices(), b.epoch_indices()
+    assert len(first) == len(second) == 4 and not set(first) & set(second)
+    a.set_epoch(1)
+    assert a.epoch_indices() != first  # another order each epoch
+    a.set_epoch(0, start_batch=1)
+    assert list(a) == first[2:] and len(a) == 2 and a.batches_per_epoch() == 2
+    stream = EpochSampler(6, 2, stream=True)
+    stream.set_epoch(2)
+    assert list(stream) == [12, 13, 14, 15, 16, 17]
+
+
+def test_a_small_model_overfits_a_fixed_batch(torch_threads):
+    """The loop's own step (forward, CE + contrastive, Adam) drives the loss down quickly.
+
+    At 64x64 a ResNet-18 trunk sees a 2x2 grid, so the patch embeddings are smooth
+    interpolations and the contrastive term levels off well above 0; CE keeps falling.
+    """
+    from cflnet_sdk.training.losses import CFLNetLoss
+    from cflnet_sdk.training.train import autocast, build_model, build_optimizer, train_step
+
+    torch.manual_seed(0)
+    config = TrainConfig(**TINY, lr=1e-3)
+    model = build_model(config, resume=False)
+    model.aspp.dropout.p = 0.0  # memorising one batch is the point here
+    optimizer, _ = build_optimizer(model, config)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loss_fn = CFLNetLoss(1.0, config.patch_size, config.temperature)
+    images, masks = fixed_batch()
+    steps = [train_step(model, loss_fn, optimizer, scaler, images, masks,
+                        lambda: autocast(torch.device("cpu"), "fp32")) for _ in range(20)]
+    losses, ce = ([s[key].item() for s in steps] for key in ("loss", "ce"))
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+    assert np.mean(ce[-3:]) < 0.5 * ce[0], ce
+
+
+def test_cli_train_writes_a_usable_run(tmp_path, photo_files):
+    """A real ``cflnet train`` subprocess: config from file + flags, every run file, a model
+    that ``Localizer`` loads."""
+    config = tmp_path / "train.yaml"
+    config.write_text("backbone: resnet18\naspp_channels: 32\nembedding_dim: 16\nlr: 0.0003\n"
+                      "epochs: 5\n")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cflnet_sdk", "train", "--config", str(config),
+               "--synthetic", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+               "--size", "64", "--val-samples", "4", "--workers", "1", "--device", "cpu",
+               "--save-every", "1", "--out", str(run)]
+    done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "epoch 1/1" in done.stdout and "val AUC" in done.stdout
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "metrics.csv", "last.safetensors", "best.safetensors",
+            "state.safetensors", "state.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    resolved = resolve(run / "config.yaml", {})
+    assert (resolved.lr, resolved.epochs, resolved.backbone) == (0.0003, 1, "resnet18")
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[0].startswith("epoch,step,lr,loss,ce,contrastive")
+
+    from cflnet_sdk import Localizer
+
+    prediction = Localizer(run / "best.safetensors", device="cpu").predict(photo_files["jpeg"])
+    assert prediction.probability.shape == (512, 512)
+    assert 0.0 <= prediction.score <= 1.0
+
+
+def test_cli_refuses_batch_size_one(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "cflnet_sdk", "train", "--synthetic",
+                           "--batch-size", "1", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=tiny_env(), timeout=120)
+    assert done.returncode == 2
+    assert "batch_size 1" in done.stderr and "use 2 or more" in done.stderr
+    assert not (tmp_path / "r").exists()
