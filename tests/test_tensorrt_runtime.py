@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from cflnet_sdk.engine_file import write_engine
 from cflnet_sdk.errors import EngineCompatibilityError, ModelFileError
 from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME
 from tests.conftest import photo_array
-from tests.test_localizer import onnx_model
+from tests.test_localizer import assert_threads_match_sequential, onnx_model
 
 pytestmark = pytest.mark.gpu
 TOLERANCE = 2e-3  # FP32 engine with TF32 off: cuDNN/cuBLAS kernels differ from the CPU's
@@ -151,23 +150,7 @@ def test_corrupt_plan_is_an_engine_error(contract, tmp_path):
 
 
 def test_threads_share_one_engine_safely(engine_file, photo_files):
-    loc = Localizer(engine_file)
-    images = [photo_array(n)[::4, ::4] for n in ("astronaut", "chelsea", "coffee", "rocket")]
-    expected = [loc.predict(image).probability for image in images]
-    mismatches: list[int] = []
-
-    def worker(offset: int) -> None:
-        for i in range(25):
-            k = (offset + i) % len(images)
-            if not np.array_equal(loc.predict(images[k]).probability, expected[k]):
-                mismatches.append(k)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not mismatches
+    assert_threads_match_sequential(Localizer(engine_file))
 
 
 def test_engine_path_never_imports_torch(engine_file, photo_files):
