@@ -69,9 +69,11 @@ class ExampleKeeper:
         _push(self.worst, (-auc, self._seen, example), self.count)
 
     def examples(self) -> list[tuple[str, Example]]:
+        """``("worst1", e), ("worst2", e), ..., ("best1", e), ...``, worst and best first."""
         worst = sorted((e for _, _, e in self.worst), key=lambda e: e.auc)
         best = sorted(self.best, key=lambda e: -e.auc)
-        return [("worst", e) for e in worst] + [("best", e) for e in best]
+        return ([(f"worst{i}", e) for i, e in enumerate(worst, 1)]
+                + [(f"best{i}", e) for i, e in enumerate(best, 1)])
 
 
 def _push(heap: list, item: Any, limit: int) -> None:
@@ -224,8 +226,8 @@ def write_plots(evaluations: list[Evaluation], folder: str | Path) -> list[Path]
     for e in evaluations:
         if e.examples is None:
             continue
-        for rank, (which, example) in enumerate(e.examples.examples()):
-            name = (f"{Path(e.model).stem}_{Path(e.data).name}_{which}{rank:02d}_"
+        for which, example in e.examples.examples():
+            name = (f"{Path(e.model).stem}_{Path(e.data).name}_{which}_"
                     f"auc{example.auc:.3f}_{Path(example.name).stem}.png")
             written.append(folder / name)
             with atomic_path(written[-1]) as tmp:

@@ -1,0 +1,108 @@
+"""``cflnet evaluate``: its numbers equal scikit-learn's on the same predictions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
+
+from .test_train import one_thread, tiny_env  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def forgeries(tmp_path_factory):
+    """Two small synthetic datasets on disk, at a size other than the model's (72x88)."""
+    from cflnet_sdk.training.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("eval")
+    for name, seed in (("set_a", 11), ("set_b", 16)):  # 1 and 2 pristine images
+        generate(SynthConfig(seed=seed, height=72, width=88, pristine_rate=0.4), root / name, 8)
+    return root / "set_a", root / "set_b"
+
+
+def direct_metrics(model, data) -> dict[str, float]:
+    """The same predictions through Localizer, scored with scikit-learn only."""
+    from cflnet_sdk import Localizer
+    from cflnet_sdk.training.data.readers import open_dataset, read_mask
+
+    localizer = Localizer(model, backend="torch", device="cpu")
+    records = list(open_dataset(data))
+    predictions = localizer.predict_batch([r.image for r in records], batch_size=3)
+    per_image, flip, probabilities, masks, scores, labels = [], [], [], [], [], []
+    for record, prediction in zip(records, predictions, strict=True):
+        mask = (np.zeros(prediction.size, bool) if record.mask is None
+                else read_mask(record.mask, record.polarity))
+        if 0 < mask.sum() < mask.size:
+            auc = roc_auc_score(mask.ravel(), prediction.probability.ravel())
+            per_image.append(auc)
+            flip.append(max(auc, 1 - auc))
+        probabilities.append(prediction.probability.ravel())
+        masks.append(mask.ravel())
+        scores.append(prediction.score)
+        labels.append(mask.any())
+    pixels, truth = np.concatenate(probabilities), np.concatenate(masks)
+    return {"pixel_auc": float(np.mean(per_image)),
+            "pixel_auc_flip_invariant_paper": float(np.mean(flip)),
+            "pixel_auc_images": len(per_image),
+            "pooled_pixel_auc": roc_auc_score(truth, pixels),
+            "pixel_f1": f1_score(truth, pixels >= 0.5),
+            "pixel_iou": jaccard_score(truth, pixels >= 0.5),
+            "image_auc": roc_auc_score(labels, scores), "images": len(labels)}
+
+
+def test_metrics_match_scikit_learn(tiny_checkpoint, forgeries, tmp_path):
+    from cflnet_sdk.training.evaluate import evaluate, write_json
+
+    result = evaluate(tiny_checkpoint, forgeries[0], backend="torch", device="cpu",
+                      batch_size=3)
+    write_json([result], tmp_path / "out.json")
+    metrics = json.loads((tmp_path / "out.json").read_text())["results"][0]["metrics"]
+    expected = direct_metrics(tiny_checkpoint, forgeries[0])
+    assert metrics["images"] == expected["images"] == 8
+    assert metrics["pixel_auc_images"] == expected["pixel_auc_images"]
+    assert metrics["pixel_auc_skipped_single_class"] == 8 - expected["pixel_auc_images"] > 0
+    assert metrics["skipped_unreadable"] == 0
+    for key in ("pixel_auc", "pixel_auc_flip_invariant_paper", "pixel_f1", "pixel_iou",
+                "image_auc"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-9), key
+    # pooled AUC comes from a 10,000-bin histogram: equal to within the bin width
+    assert metrics["pooled_pixel_auc"] == pytest.approx(expected["pooled_pixel_auc"], abs=1e-3)
+
+
+def test_cli_evaluate_matrix_json_and_plots(tiny_checkpoint, forgeries, tmp_path):
+    """A real ``cflnet evaluate`` subprocess: 2 models x 2 datasets, JSON and plots."""
+    second = tmp_path / "copy.safetensors"
+    second.write_bytes(tiny_checkpoint.read_bytes())
+    command = [sys.executable, "-m", "cflnet_sdk", "evaluate", "--model", str(tiny_checkpoint),
+               "--model", str(second), "--data", str(forgeries[0]), "--data",
+               str(forgeries[1]), "--device", "cpu", "--json", str(tmp_path / "e.json"),
+               "--plots", str(tmp_path / "plots"), "--examples", "2"]
+    done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Cross-dataset matrix" in done.stdout and "pixel AUC" in done.stdout
+    document = json.loads((tmp_path / "e.json").read_text())
+    assert len(document["results"]) == 4
+    grid = document["matrix"]
+    assert grid["metric"] == "pixel_auc" and len(grid["values"]) == 2
+    assert grid["values"][0] == grid["values"][1]  # the same weights under two names
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert "roc.png" in plots
+    assert sum("_worst" in p for p in plots) == sum("_best" in p for p in plots) == 8
+
+
+def test_unreadable_images_are_counted_not_fatal(tiny_checkpoint, tmp_path):
+    from PIL import Image
+
+    from cflnet_sdk.training.evaluate import evaluate
+
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "manifest.jsonl").write_text('{"image": "ok.png"}\n{"image": "broken.png"}\n')
+    result = evaluate(tiny_checkpoint, tmp_path, device="cpu")
+    assert result.metrics["images"] == 1 and result.metrics["skipped_unreadable"] == 1
