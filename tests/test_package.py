@@ -54,3 +54,16 @@ def test_errors_share_one_base():
                   errors.BackendUnavailableError, errors.DataError, errors.ConfigError]
     assert all(issubclass(cls, cflnet_sdk.CFLNetError) for cls in subclasses)
     assert "x.png: bad" in str(errors.ImageError("bad", "x.png"))
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    from cflnet_sdk.fileio import write_bytes_atomic
+
+    path = tmp_path / "out.bin"
+    write_bytes_atomic(path, b"data")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert path.read_bytes() == b"data"
