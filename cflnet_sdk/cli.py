@@ -10,13 +10,6 @@ from cflnet_sdk import __version__
 from cflnet_sdk.commands import benchmark, data, demo, evaluate, official, predict, synth, train
 from cflnet_sdk.errors import CFLNetError
 
-app = typer.Typer(
-    name="cflnet",
-    help="CFL-Net image forgery localization: train, evaluate, predict and benchmark.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-
 
 def _show_version(value: bool) -> None:
     if value:
@@ -24,13 +17,24 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    """CFL-Net image forgery localization."""
+def make_app(name: str, help: str) -> typer.Typer:
+    """A typer app with the options every cflnet command line shares (``--version``)."""
+    application = typer.Typer(name=name, help=help, no_args_is_help=True,
+                              pretty_exceptions_enable=False)
 
+    @application.callback()
+    def _root(
+        version: bool = typer.Option(False, "--version", callback=_show_version,
+                                     is_eager=True, help="Print the version and exit."),
+    ) -> None:
+        pass
+
+    _root.__doc__ = help
+    return application
+
+
+app = make_app("cflnet", "CFL-Net image forgery localization: train, evaluate, predict and "
+               "benchmark.")
 
 app.command("import-official")(official.import_official)
 app.command("predict")(predict.predict)

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import typer
 
-from cflnet_sdk.cli import run
+from cflnet_sdk.cli import make_app, run
 
-app = typer.Typer(
-    name="cflnet-export",
-    help="Export CFL-Net checkpoints to ONNX, TensorRT and Triton, and prove parity.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+app = make_app("cflnet-export",
+               "Export CFL-Net checkpoints to ONNX, TensorRT and Triton, and prove parity.")
 
 
 def _threads() -> None:
