@@ -77,7 +77,8 @@ def test_metrics_match_scikit_learn(tiny_checkpoint, forgeries, tmp_path):
 
 def test_cli_evaluate_matrix_json_and_plots(tiny_checkpoint, forgeries, tmp_path):
     """A real ``cflnet evaluate`` subprocess: 2 models x 2 datasets, JSON and plots."""
-    second = tmp_path / "copy.safetensors"
+    second = tmp_path / "other" / tiny_checkpoint.name  # same file name, another folder
+    second.parent.mkdir()
     second.write_bytes(tiny_checkpoint.read_bytes())
     command = [sys.executable, "-m", "cflnet_sdk", "evaluate", "--model", str(tiny_checkpoint),
                "--model", str(second), "--data", str(forgeries[0]), "--data",
@@ -94,6 +95,14 @@ def test_cli_evaluate_matrix_json_and_plots(tiny_checkpoint, forgeries, tmp_path
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert "roc.png" in plots
     assert sum("_worst" in p for p in plots) == sum("_best" in p for p in plots) == 8
+    assert any(p.startswith("other-") for p in plots)  # names told apart by their folder
+
+
+def test_short_names_tell_paths_apart():
+    from cflnet_sdk.training.evaluate import short_names
+
+    assert short_names(["runs/a/best.st", "runs/b/best.st", "x.onnx"]) == {
+        "runs/a/best.st": "a/best.st", "runs/b/best.st": "b/best.st", "x.onnx": "x.onnx"}
 
 
 def test_unreadable_images_are_counted_not_fatal(tiny_checkpoint, tmp_path):

@@ -163,6 +163,17 @@ def matrix(evaluations: list[Evaluation], key: str = "pixel_auc") -> dict[str, A
             "values": [[table.get((m, d)) for d in datasets] for m in models]}
 
 
+def short_names(paths: list[str]) -> dict[str, str]:
+    """The shortest trailing part of each path that tells it apart from the others
+    (``runs/a/best.safetensors`` and ``runs/b/best.safetensors`` -> ``a/best.safetensors``)."""
+    parts = {p: Path(p).parts or (p,) for p in dict.fromkeys(paths)}
+    for depth in range(1, max(len(v) for v in parts.values()) + 1):
+        names = {p: "/".join(v[-depth:]) for p, v in parts.items()}
+        if len(set(names.values())) == len(names):
+            return names
+    return {p: p for p in parts}
+
+
 def _cell(key: str, value: Any) -> str:
     if value is None:
         return "n/a"
@@ -181,8 +192,10 @@ def render_tables(evaluations: list[Evaluation]) -> list[Any]:
     results.add_column("data")
     for _, heading in COLUMNS:
         results.add_column(heading, justify="right")
+    models = short_names([e.model for e in evaluations])
+    datasets = short_names([e.data for e in evaluations])
     for e in evaluations:
-        results.add_row(Path(e.model).name, Path(e.data).name,
+        results.add_row(models[e.model], datasets[e.data],
                         *(_cell(k, e.metrics.get(k)) for k, _ in COLUMNS))
     tables = [results]
     grid = matrix(evaluations)
@@ -190,9 +203,9 @@ def render_tables(evaluations: list[Evaluation]) -> list[Any]:
         cross = Table(title="Cross-dataset matrix: honest per-image pixel AUC (%)")
         cross.add_column("model \\ data")
         for name in grid["datasets"]:
-            cross.add_column(Path(name).name, justify="right")
+            cross.add_column(datasets[name], justify="right")
         for name, row in zip(grid["models"], grid["values"], strict=True):
-            cross.add_row(Path(name).name, *(_cell("pixel_auc", v) for v in row))
+            cross.add_row(models[name], *(_cell("pixel_auc", v) for v in row))
         tables.append(cross)
     return tables
 
@@ -209,11 +222,13 @@ def write_plots(evaluations: list[Evaluation], folder: str | Path) -> list[Path]
                           ) from exc
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    models = short_names([e.model for e in evaluations])
+    datasets = short_names([e.data for e in evaluations])
     figure, axes = plt.subplots(figsize=(5.5, 5))
     for e in evaluations:
         fpr, tpr = roc_points(e.accumulator)
         auc = e.metrics.get("pooled_pixel_auc")
-        axes.plot(fpr, tpr, label=f"{Path(e.model).stem} / {Path(e.data).name} "
+        axes.plot(fpr, tpr, label=f"{models[e.model]} / {datasets[e.data]} "
                                   f"(pooled AUC {_cell('auc', auc)})")
     axes.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     axes.set(xlabel="false positive rate (pixels)", ylabel="true positive rate (pixels)",
@@ -226,9 +241,9 @@ def write_plots(evaluations: list[Evaluation], folder: str | Path) -> list[Path]
     for e in evaluations:
         if e.examples is None:
             continue
+        pair = f"{models[e.model]}_{datasets[e.data]}".replace("/", "-")
         for which, example in e.examples.examples():
-            name = (f"{Path(e.model).stem}_{Path(e.data).name}_{which}_"
-                    f"auc{example.auc:.3f}_{Path(example.name).stem}.png")
+            name = f"{pair}_{which}_auc{example.auc:.3f}_{Path(example.name).stem}.png"
             written.append(folder / name)
             with atomic_path(written[-1]) as tmp:
                 example_panel(example).save(tmp, format="PNG")
