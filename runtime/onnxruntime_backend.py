@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cflnet_sdk.runtime.base import BackendInfo, cpu_count, parse_device, register
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import BackendUnavailableError, CFLNetError, ModelFileError
 from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, OUTPUT_NAME
+from cflnet_sdk.runtime.base import BackendInfo, cpu_count, parse_device, register
 
 TRT_EP = "TensorrtExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"

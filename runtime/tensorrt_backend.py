@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cflnet_sdk.runtime.base import BackendInfo, parse_device, register
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.engine_file import read_engine
@@ -24,6 +23,7 @@ from cflnet_sdk.errors import (
     ModelFileError,
 )
 from cflnet_sdk.metadata import CONTRACT_KEY, OUTPUT_NAME
+from cflnet_sdk.runtime.base import BackendInfo, parse_device, register
 
 INSTALL_HINT = ("pip install 'cflnet-sdk[tensorrt]' on a machine with an NVIDIA GPU "
                 "(on Jetson, TensorRT comes with JetPack)")
@@ -131,8 +131,7 @@ class TensorRTBackend:
                                  "engine has one image input and a probability output", source)
         self.input_name = inputs[0]
         self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
-        self._input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
-        self._output_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.profile = [tuple(shape) for shape in
                         engine.get_tensor_profile_shape(self.input_name, 0)]  # min, opt, max
         self.max_batch: int | None = int(self.profile[2][0])
@@ -160,7 +159,7 @@ class TensorRTBackend:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.check_shape(batch.shape)
-        host_input = np.ascontiguousarray(batch, dtype=self._input_dtype)
+        host_input = np.ascontiguousarray(batch, dtype=self._dtypes[self.input_name])
         self.cuda.call(self.cuda.rt.cudaSetDevice(self._device_index), "cudaSetDevice")
         if not self.context.set_input_shape(self.input_name, tuple(host_input.shape)):
             raise EngineCompatibilityError(f"TensorRT refused input shape {host_input.shape}",
@@ -172,9 +171,8 @@ class TensorRTBackend:
                 self.cuda.copy(pointer, host_input.ctypes.data, host_input.nbytes, True,
                                self.stream)
             else:
-                dtype = np.dtype(self._output_dtype if name == self.output_name else np.float32)
                 shape = tuple(self.context.get_tensor_shape(name))
-                results[name] = np.empty(shape, dtype=dtype)
+                results[name] = np.empty(shape, dtype=self._dtypes[name])
                 pointer = buffer.reserve(results[name].nbytes)
             self.context.set_tensor_address(name, pointer)
         if not self.context.execute_async_v3(int(self.stream)):

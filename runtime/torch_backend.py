@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cflnet_sdk.runtime.base import BackendInfo, parse_device, register
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import BackendUnavailableError
+from cflnet_sdk.runtime.base import BackendInfo, parse_device, register
 
 
 class TorchBackend:
@@ -71,6 +71,7 @@ def open_torch(path: Path, *, device: str = "auto", contract: Contract | None = 
     """Load a checkpoint into the inference network (projection head dropped)."""
     try:
         import torch  # noqa: F401
+
         from cflnet_sdk.training.checkpoint import load_checkpoint
         from cflnet_sdk.training.model import CFLNetInference
     except ImportError as exc:
