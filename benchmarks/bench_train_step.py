@@ -90,12 +90,13 @@ def authors_step(model, optimizer, images: torch.Tensor, masks: torch.Tensor) ->
     return loss.item()
 
 
-def time_steps(name: str, steps: int, warmup: int) -> dict[str, dict[str, float]]:
+def time_steps(name: str, steps: int, warmup: int, variants: tuple[str, ...] = VARIANTS
+               ) -> dict[str, dict[str, float]]:
     """Alternate the variants step by step; median seconds and samples/s of each."""
     config = CONFIGS[name]
     images, masks = make_batch(config)
-    runners = {v: Step(v, config) for v in VARIANTS}
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    runners = {v: Step(v, config) for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in variants}
     for index in range(warmup + steps):
         for variant, step in runners.items():
             start = time.perf_counter()
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated subset of " + ", ".join(VARIANTS))
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS subprocesses")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -144,8 +147,9 @@ def main() -> None:
     results = {}
     for name in args.configs.split(","):
         config = CONFIGS[name]
-        timing = time_steps(name, args.steps, args.warmup)
-        for variant in VARIANTS:
+        variants = tuple(args.variants.split(","))
+        timing = time_steps(name, args.steps, args.warmup, variants)
+        for variant in variants:
             if not args.no_memory:
                 timing[variant]["peak_rss_gib"] = peak_rss_gib(name, variant, args.threads)
             row = timing[variant]
