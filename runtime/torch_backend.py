@@ -16,7 +16,11 @@ from cflnet_sdk.runtime.base import BackendInfo, parse_device, register
 
 
 class TorchBackend:
-    """``CFLNetInference`` in eval mode under ``torch.inference_mode``, channels-last on CPU.
+    """``CFLNetInference`` in eval mode under ``torch.inference_mode``.
+
+    ``channels_last`` is off by default: for this FP32 network on the 2-core Xeon it was
+    slower in two interleaved A/B runs (median 5.4 vs 5.1 s and 3.2 vs 2.6 s per image under
+    load); it pays off with bf16 (DESIGN.md), which this backend does not use.
 
     Not marked thread-safe: a forward pass already uses every core, so parallel calls would
     only fight over them; the Localizer serialises calls instead.
@@ -27,7 +31,7 @@ class TorchBackend:
     thread_safe = False
 
     def __init__(self, network: Any, device: str, contract: Contract,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = False) -> None:
         import torch
 
         self._torch = torch
@@ -81,8 +85,7 @@ def open_torch(path: Path, *, device: str = "auto", contract: Contract | None = 
     target = torch_device(device)
     model = load_checkpoint(path, map_location=target)
     network = CFLNetInference(model).eval()
-    return TorchBackend(network, target, contract or model.contract,
-                        channels_last=target == "cpu")
+    return TorchBackend(network, target, contract or model.contract)
 
 
 register(BackendInfo(name="torch", suffixes=(".safetensors",), open=open_torch,
