@@ -103,10 +103,13 @@ def write_outputs(prediction, source: Path, stem: str, out: Path, kinds: set[str
 @contextmanager
 def progress_bar(total: int, enabled: bool) -> Iterator:
     """A rich progress bar on a terminal; a no-op when piped or disabled."""
+    try:
+        from rich.progress import Progress
+    except ImportError:  # typer-slim installs without rich: no bar, same outputs
+        enabled = False
     if not enabled or not sys.stderr.isatty():
         yield lambda: None
         return
-    from rich.progress import Progress
 
     with Progress(transient=True) as progress:
         task = progress.add_task("predicting", total=total)
