@@ -52,6 +52,22 @@ def read_engine(path: str | Path) -> tuple[dict[str, Any] | None, bytes]:
     return header, plan
 
 
+def engine_contract(header: dict[str, Any] | None, path: str | Path | None = None):
+    """The preprocessing contract recorded in an engine header (``"contract"``)."""
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.errors import CFLNetError
+
+    value = (header or {}).get("contract")
+    if value is None:
+        raise ModelFileError("a raw TensorRT plan (or an engine header without 'contract') "
+                             "carries no preprocessing contract; pass contract=Contract(...) "
+                             "or rebuild it with `cflnet-export engine`", path)
+    try:
+        return Contract.from_json(value if isinstance(value, str) else json.dumps(value))
+    except CFLNetError as exc:
+        raise ModelFileError(str(exc), path) from exc
+
+
 def _release(version: str) -> tuple[int, ...]:
     """``"10.3.0.26"`` -> (10, 3, 0): the part of a TensorRT version that decides plan format."""
     parts = []

@@ -9,7 +9,6 @@ with known tampered regions (real photos with synthetic edits).
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,7 +139,7 @@ class Candidate:
 
 def open_candidate(path: str | Path, reference_contract: Contract) -> Candidate:
     """Runner, contract and precision of a .onnx, .engine/.plan or .safetensors file."""
-    from cflnet_sdk.engine_file import read_engine
+    from cflnet_sdk.engine_file import engine_contract, read_engine
 
     path = Path(path)
     if not path.is_file():
@@ -154,8 +153,7 @@ def open_candidate(path: str | Path, reference_contract: Contract) -> Candidate:
         return Candidate(onnx_runner(path), contract, meta.get(PRECISION_KEY, "fp32"))
     if path.suffix in (".engine", ".plan"):
         header, _ = read_engine(path)
-        contract = (Contract.from_json(json.dumps(header["contract"])) if header
-                    else reference_contract)
+        contract = engine_contract(header, path) if header else reference_contract
         precision = header.get("precision", "fp32") if header else "fp32"
         return Candidate(engine_runner(path), contract, precision)
     if path.suffix == ".safetensors":

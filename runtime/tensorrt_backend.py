@@ -8,21 +8,19 @@ both are imported when an engine is opened, so this module loads anywhere.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cflnet_sdk.contract import Contract
-from cflnet_sdk.engine_file import read_engine
+from cflnet_sdk.engine_file import check_engine_header, engine_contract, read_engine
 from cflnet_sdk.errors import (
     BackendUnavailableError,
-    CFLNetError,
     EngineCompatibilityError,
     ModelFileError,
 )
-from cflnet_sdk.metadata import CONTRACT_KEY, OUTPUT_NAME
+from cflnet_sdk.metadata import OUTPUT_NAME
 from cflnet_sdk.runtime.base import BackendInfo, parse_device, register
 
 INSTALL_HINT = ("pip install 'cflnet-sdk[tensorrt]' on a machine with an NVIDIA GPU "
@@ -81,6 +79,12 @@ class Cuda:
 
     def synchronize(self, stream: Any) -> None:
         self.call(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+
+    def identity(self, index: int) -> tuple[str, str]:
+        """(name, compute capability "8.7") of device ``index``, for the engine check."""
+        props = self.call(self.rt.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
+        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+        return name.rstrip("\x00"), f"{props.major}.{props.minor}"
 
     def memory_used(self) -> int:
         free, total = self.call(self.rt.cudaMemGetInfo(), "cudaMemGetInfo")
@@ -198,41 +202,6 @@ class TensorRTBackend:
             self.close()
 
 
-def header_contract(header: dict[str, Any] | None, override: Contract | None,
-                    path: Path) -> Contract:
-    """The contract to use: the caller's, else the one in our engine header."""
-    if override is not None:
-        return override
-    if header is None:
-        raise ModelFileError("a raw TensorRT plan without the cflnet header carries no "
-                             "preprocessing contract; pass contract=Contract(...) (or rebuild "
-                             "it with `cflnet-export engine`)", path)
-    value = header.get(CONTRACT_KEY)
-    if value is None:
-        raise ModelFileError(f"engine header has no '{CONTRACT_KEY}'; rebuild the engine with "
-                             "`cflnet-export engine` or pass contract=", path)
-    try:
-        return Contract.from_json(value if isinstance(value, str) else json.dumps(value))
-    except CFLNetError as exc:
-        raise ModelFileError(str(exc), path) from exc
-
-
-def _header_value(header: dict[str, Any], key: str) -> Any:
-    return header.get(key, header.get(f"cflnet.{key}"))
-
-
-def check_header(header: dict[str, Any] | None, trt_version: str, path: Path) -> None:
-    """Refuse an engine built by another TensorRT release before deserialising it."""
-    if not header or _header_value(header, "version_compatible"):
-        return
-    built = _header_value(header, "tensorrt_version")
-    if built and str(built).split(".")[:2] != trt_version.split(".")[:2]:
-        raise EngineCompatibilityError(
-            f"engine built with TensorRT {built}, this machine has TensorRT {trt_version}; "
-            "engines only load in the release that built them: rebuild it here with "
-            "`cflnet-export engine`", path)
-
-
 def open_tensorrt(path: Path, *, device: str = "auto", contract: Contract | None = None
                   ) -> TensorRTBackend:
     """Read the engine file, check its header, deserialise it on the chosen GPU."""
@@ -241,19 +210,20 @@ def open_tensorrt(path: Path, *, device: str = "auto", contract: Contract | None
         raise BackendUnavailableError("TensorRT runs on NVIDIA GPUs only; use an .onnx model "
                                       "with backend='onnxruntime' for the CPU", path)
     header, plan = read_engine(path)
-    use_contract = header_contract(header, contract, path)
+    use_contract = contract or engine_contract(header, path)
     try:
         import tensorrt as trt
     except ImportError as exc:
         raise BackendUnavailableError(f"tensorrt is not installed ({exc}); " + INSTALL_HINT,
                                       path) from exc
-    check_header(header, trt.__version__, path)
     cuda = Cuda(import_cudart())
     cuda.set_device(index)
+    if header is not None:
+        check_engine_header(header, trt.__version__, cuda.identity(index), path)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
-        built = {k: v for k, v in (header or {}).items() if k != CONTRACT_KEY}
+        built = {k: v for k, v in (header or {}).items() if k != "contract"}
         raise EngineCompatibilityError(
             f"TensorRT {trt.__version__} could not deserialise this engine (built with "
             f"{built or 'unknown settings'}); engines are tied to the TensorRT release and GPU "

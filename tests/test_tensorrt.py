@@ -50,6 +50,28 @@ def test_header_without_version_is_a_model_file_error():
         check_engine_header({"compute_capability": "8.7"}, "10.3.0", None, "x.engine")
 
 
+def test_export_header_contract_is_what_the_runtime_reads(tiny_model, tmp_path):
+    from cflnet_sdk.engine_file import engine_contract
+    from cflnet_sdk.export.onnx import export_onnx
+    from cflnet_sdk.export.tensorrt import (
+        BuildOptions,
+        engine_header,
+        profile_shapes,
+        read_onnx_summary,
+        typing_plan,
+    )
+
+    summary = read_onnx_summary(export_onnx(tiny_model, tmp_path / "m.onnx", size=64,
+                                            simplify=False))
+    options = BuildOptions()
+    header = engine_header(summary, typing_plan(10, "fp32", options),
+                           profile_shapes(summary, options), options, "10.3.0", ("Orin", "8.7"))
+    path = write_engine(tmp_path / "m.engine", b"plan", header)
+    read_header, _ = read_engine(path)
+    assert engine_contract(read_header, path) == summary.contract
+    check_engine_header(read_header, "10.3.0", ("Orin", "8.7"), path)
+
+
 def test_engine_file_round_trip(tmp_path):
     path = write_engine(tmp_path / "m.engine", b"PLAN", HEADER)
     assert read_engine(path) == (HEADER, b"PLAN")

@@ -19,7 +19,7 @@ from cflnet_sdk import Localizer
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.engine_file import write_engine
 from cflnet_sdk.errors import EngineCompatibilityError, ModelFileError
-from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME
+from cflnet_sdk.metadata import INPUT_NAME
 from tests.conftest import photo_array
 from tests.test_localizer import assert_threads_match_sequential, onnx_model
 
@@ -83,13 +83,22 @@ def raw_plan(tiny_onnx) -> bytes:
     return build_plan(tiny_onnx, 64, 64, max_batch=4)
 
 
-@pytest.fixture(scope="module")
-def engine_file(raw_plan, contract, tmp_path_factory) -> Path:
+def header(contract: Contract, tensorrt_version: str | None = None) -> dict:
+    """An engine header as `cflnet-export engine` writes it, for GPU 0 of this machine."""
     import tensorrt as trt
 
+    from cflnet_sdk.runtime.tensorrt_backend import Cuda, import_cudart
+
+    name, capability = Cuda(import_cudart()).identity(0)
+    return {"contract": json.loads(contract.to_json()), "gpu_name": name,
+            "compute_capability": capability,
+            "tensorrt_version": tensorrt_version or trt.__version__}
+
+
+@pytest.fixture(scope="module")
+def engine_file(raw_plan, contract, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("engines") / "tiny.engine"
-    return write_engine(path, raw_plan, {CONTRACT_KEY: contract.to_json(),
-                                         "tensorrt_version": trt.__version__})
+    return write_engine(path, raw_plan, header(contract))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +145,7 @@ def test_raw_plan_needs_a_contract(raw_plan, contract, reference, photo_files, t
 
 def test_engine_from_another_release_is_refused_before_loading(raw_plan, contract, tmp_path):
     path = write_engine(tmp_path / "old.engine", raw_plan,
-                        {CONTRACT_KEY: contract.to_json(), "tensorrt_version": "8.6.1"})
+                        header(contract, "8.6.1"))
     with pytest.raises(EngineCompatibilityError, match=r"8\.6\.1"):
         Localizer(path)
 
@@ -144,7 +153,7 @@ def test_engine_from_another_release_is_refused_before_loading(raw_plan, contrac
 def test_corrupt_plan_is_an_engine_error(contract, tmp_path):
     require_tensorrt()
     path = write_engine(tmp_path / "junk.engine", b"\x00" * 1024,
-                        {CONTRACT_KEY: contract.to_json()})
+                        header(contract))
     with pytest.raises(EngineCompatibilityError, match="deserialise"):
         Localizer(path)
 
