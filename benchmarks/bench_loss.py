@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from authors_loss import authors_patch_contrastive_loss  # noqa: E402
+from authors_loss import authors_patch_contrastive_loss
 
-from cflnet_sdk.training.losses import patch_contrastive_loss  # noqa: E402
+from cflnet_sdk.training.losses import patch_contrastive_loss
 
 IMPLEMENTATIONS = {"ours": patch_contrastive_loss, "authors": authors_patch_contrastive_loss}
 

@@ -8,7 +8,7 @@ import typer
 
 
 def import_official(
-    source: Path = typer.Argument(..., help="The authors' state_dict, e.g. imd_2020_best_model.pth."),
+    source: Path = typer.Argument(..., help="The authors' state_dict (imd_2020_best_model.pth)."),
     output: Path = typer.Option(..., "-o", "--output", help="Where to write the .safetensors."),
     size: int = typer.Option(224, "--size", help="Input size the checkpoint was trained at."),
 ) -> None:
