@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,15 +47,27 @@ def time_once(name: str, embeddings: torch.Tensor, mask: torch.Tensor) -> tuple[
 
 
 def peak_memory_mib(name: str, threads: int) -> float:
-    """Peak RSS above the resident size before one forward+backward, in a fresh process."""
-    code = (f"import os, sys, resource, torch; torch.set_num_threads({threads});"
+    """Peak resident memory above the resident size before one forward+backward.
+
+    Read from /proc (VmHWM, VmRSS) in a fresh process: ru_maxrss would include the parent's
+    peak, which a child inherits across fork and exec.
+    """
+    code = (f"import sys, torch; torch.set_num_threads({threads});"
             f"sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_loss as b;"
-            "e, m = b.make_inputs();"
-            "base = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGESIZE');"
+            "e, m = b.make_inputs(); base = b.status_kib('VmRSS');"
+            "open('/proc/self/clear_refs', 'w').write('5');"  # reset VmHWM to the current RSS
             f"b.time_once({name!r}, e, m);"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base / 2**20)")
+            "print((b.status_kib('VmHWM') - base) / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
+
+
+def status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
 
 
 def main() -> None:
@@ -87,7 +98,6 @@ def main() -> None:
     report["speedup_forward"] = report["authors"]["forward_s"] / report["ours"]["forward_s"]
     report["torch"] = torch.__version__
     report["threads"] = args.threads
-    report["maxrss_self_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(report, indent=2))
 
 

@@ -5,6 +5,7 @@ CONFIG_KEY = "cflnet.config"  # CFLNetConfig.to_json()
 VERSION_KEY = "cflnet.sdk_version"  # the cflnet-sdk version that wrote the file
 SOURCE_SHA256_KEY = "cflnet.source_sha256"  # sha256 of the checkpoint an export came from
 PRECISION_KEY = "cflnet.precision"  # fp32 | fp16 | int8
+WEIGHTS_KEY = "cflnet.weights"  # float32 | float16: how weights are stored (compute unchanged)
 FORMAT_KEY = "cflnet.format"  # "checkpoint/1" in safetensors files
 
 INPUT_NAME = "image"  # float32 (N, 3, H, W), normalised by the contract

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cflnet_sdk.cli import make_app, run
+from cflnet_sdk.errors import ConfigError
 
 app = make_app("cflnet-export",
                "Export CFL-Net checkpoints to ONNX, TensorRT and Triton, and prove parity.")
@@ -47,22 +48,30 @@ def onnx_command(
     calib_count: int = typer.Option(64, "--calib-count", help="INT8: calibration images."),
     int8_target: str = typer.Option("tensorrt", "--int8-target",
                                      help="INT8 layout: tensorrt (s8 activations) | cpu (u8)."),
+    weights_fp16: bool = typer.Option(False, "--weights-fp16", help="fp32 model: store "
+                                      "weights as float16 (half the file, same speed)."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
                                 help="Compare the file with PyTorch afterwards."),
 ) -> None:
     """Export the inference network to one ONNX file, then verify it against PyTorch."""
     _threads()
     from cflnet_sdk.export.onnx import build_onnx, resolve_model, save_onnx
-    from cflnet_sdk.export.precision import make_variant
+    from cflnet_sdk.export.precision import make_variant, store_weights_fp16
 
     net, sha = resolve_model(model)
     proto = build_onnx(net, size=size, dynamic_batch=dynamic_batch, dynamic_shape=dynamic_shape,
                        opset=opset, simplify=simplify, source_sha256=sha)
     variant = make_variant(proto, precision, calib=calib, calib_count=calib_count,  # type: ignore[arg-type]
                            int8_target=int8_target)  # type: ignore[arg-type]
+    if weights_fp16:
+        if precision != "fp32":
+            raise ConfigError("--weights-fp16 applies to fp32 models (fp16/int8 are smaller "
+                              "already)")
+        variant = store_weights_fp16(variant)
     save_onnx(variant, output)
     typer.echo(f"wrote {output} ({precision}, {output.stat().st_size / 1e6:.1f} MB)")
-    if verify and not verify_export(net, output, precision, dynamic_batch, dynamic_shape):
+    checked_as = "fp16" if weights_fp16 else precision  # half weights: fp16 tolerances
+    if verify and not verify_export(net, output, checked_as, dynamic_batch, dynamic_shape):
         raise typer.Exit(1)
 
 

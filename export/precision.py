@@ -22,7 +22,7 @@ import numpy as np
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import BackendUnavailableError, ConfigError, DataError
-from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, PRECISION_KEY
+from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, PRECISION_KEY, WEIGHTS_KEY
 
 if TYPE_CHECKING:
     import onnx
@@ -174,6 +174,43 @@ INT8_LAYOUTS = {
 # Convolutions carry the compute; Add is the residual join, which TensorRT fuses into the
 # convolution when its other input is quantized too. Everything else stays float.
 INT8_OPS = ("Conv", "Add")
+
+
+def store_weights_fp16(proto: onnx.ModelProto, min_elements: int = 1024) -> onnx.ModelProto:
+    """Halve the file by storing large float32 weights as float16, each behind a Cast back.
+
+    Compute stays float32: ONNX Runtime and TensorRT fold ``Cast(initializer)`` into a float32
+    constant when they load the model, so only the weights' rounding to half changes results
+    (checked by the export's verification), not the speed. Meant for shipping models.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    from cflnet_sdk.export.onnx import set_metadata
+
+    graph = proto.graph
+    casts, kept = [], []
+    for tensor in graph.initializer:
+        if tensor.data_type != onnx.TensorProto.FLOAT or _elements(tensor) < min_elements:
+            kept.append(tensor)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16),
+                                       f"{tensor.name}__fp16")
+        kept.append(half)
+        casts.append(onnx.helper.make_node("Cast", [half.name], [tensor.name],
+                                           to=onnx.TensorProto.FLOAT,
+                                           name=f"{tensor.name}__to_fp32"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    set_metadata(proto, {WEIGHTS_KEY: "float16"})
+    return proto
+
+
+def _elements(tensor: onnx.TensorProto) -> int:
+    return int(np.prod(tensor.dims)) if tensor.dims else 1
 
 
 def image_files(folder: str | Path) -> list[Path]:

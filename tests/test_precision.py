@@ -161,3 +161,25 @@ def test_unknown_precision_is_a_config_error(fp32):
 
     with pytest.raises(ConfigError, match="precision 'bf8'"):
         make_variant(fp32, "bf8")  # type: ignore[arg-type]
+
+
+def test_fp16_weight_storage_halves_the_file_and_keeps_fp32_compute(tiny_model, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from cflnet_sdk.export.onnx import build_onnx, save_onnx
+    from cflnet_sdk.export.precision import store_weights_fp16
+    from cflnet_sdk.metadata import PRECISION_KEY, WEIGHTS_KEY
+
+    full = save_onnx(build_onnx(tiny_model, size=64), tmp_path / "full.onnx")
+    half = save_onnx(store_weights_fp16(build_onnx(tiny_model, size=64)), tmp_path / "half.onnx")
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    proto = onnx.load(str(half))
+    onnx.checker.check_model(proto)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta[WEIGHTS_KEY] == "float16" and meta[PRECISION_KEY] == "fp32"
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    a, b = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None,
+            {"image": x})[0] for p in (full, half))
+    assert b.dtype == np.float32
+    assert np.abs(a - b).max() < 2e-3
