@@ -115,3 +115,18 @@ def test_unreadable_images_are_counted_not_fatal(tiny_checkpoint, tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"image": "ok.png"}\n{"image": "broken.png"}\n')
     result = evaluate(tiny_checkpoint, tmp_path, device="cpu")
     assert result.metrics["images"] == 1 and result.metrics["skipped_unreadable"] == 1
+
+
+def test_metrics_per_manipulation_kind(tiny_checkpoint, forgeries):
+    from cflnet_sdk.training.data.readers import open_dataset
+    from cflnet_sdk.training.evaluate import evaluate, render_tables
+
+    result = evaluate(tiny_checkpoint, forgeries[1], backend="torch", device="cpu")
+    kinds = result.metrics["by_kind"]
+    expected: dict[str, int] = {}
+    for record in open_dataset(forgeries[1]):
+        expected[record.kind] = expected.get(record.kind, 0) + 1
+    assert {k: v["images"] for k, v in kinds.items()} == expected
+    assert sum(v["images"] for v in kinds.values()) == result.metrics["images"]
+    assert kinds["pristine"]["pixel_auc"] is None  # no tampered pixel: no pixel AUC
+    assert any("per kind" in str(table.title) for table in render_tables([result]))

@@ -129,6 +129,7 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
     keeper = ExampleKeeper(examples) if examples else None
     with Localizer(model, backend=backend, device=device) as localizer:
         accumulator = MetricAccumulator(threshold=localizer.threshold)
+        by_kind: dict[str, MetricAccumulator] = {}
         results = localizer.predict_iter([str(r.image) for r in dataset], batch_size,
                                          errors="return")
         for record, result in zip(dataset, results, strict=True):
@@ -138,6 +139,9 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
                 mask = (np.zeros(result.size, bool) if record.mask is None
                         else read_mask(record.mask, record.polarity))
                 accumulator.update(result.probability, mask, result.score)
+                if record.kind:
+                    by_kind.setdefault(record.kind, MetricAccumulator(localizer.threshold)
+                                       ).update(result.probability, mask, result.score)
             except CFLNetError:
                 unreadable += 1
                 continue
@@ -145,6 +149,8 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
                 keeper.offer(record.image.name, result.image, mask, result.probability)
         name, used = localizer.backend_name, localizer.device
     metrics = accumulator.compute() | {"skipped_unreadable": unreadable}
+    if by_kind:  # manifests name each sample's manipulation: report every kind on its own
+        metrics["by_kind"] = {kind: by_kind[kind].compute() for kind in sorted(by_kind)}
     return Evaluation(str(model), str(data), name, used, time.perf_counter() - start, metrics,
                       accumulator, keeper)
 
@@ -198,6 +204,15 @@ def render_tables(evaluations: list[Evaluation]) -> list[Any]:
         results.add_row(models[e.model], datasets[e.data],
                         *(_cell(k, e.metrics.get(k)) for k, _ in COLUMNS))
     tables = [results]
+    for e in evaluations:
+        if len(e.metrics.get("by_kind", {})) > 1:
+            kinds = Table(title=f"{models[e.model]} on {datasets[e.data]}, per kind")
+            kinds.add_column("kind")
+            for _, heading in COLUMNS:
+                kinds.add_column(heading, justify="right")
+            for kind, values in e.metrics["by_kind"].items():
+                kinds.add_row(kind, *(_cell(k, values.get(k)) for k, _ in COLUMNS))
+            tables.append(kinds)
     grid = matrix(evaluations)
     if len(grid["models"]) > 1 or len(grid["datasets"]) > 1:
         cross = Table(title="Cross-dataset matrix: honest per-image pixel AUC (%)")
