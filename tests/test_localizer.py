@@ -226,10 +226,9 @@ def test_onnxruntime_and_tensorrt_paths_never_import_torch(tiny_onnx, ort_loc, p
                                                            tmp_path):
     from cflnet_sdk.contract import Contract
     from cflnet_sdk.engine_file import write_engine
-    from cflnet_sdk.metadata import CONTRACT_KEY
 
     engine = write_engine(tmp_path / "model.engine", b"plan bytes",
-                          {CONTRACT_KEY: Contract(height=64, width=64).to_json()})
+                          {"contract": json.loads(Contract(height=64, width=64).to_json())})
     out = subprocess.run([sys.executable, "-c", BLOCKED, str(tiny_onnx),
                           str(photo_files["jpeg"]), str(engine)],
                          capture_output=True, text=True, timeout=120, check=True)
