@@ -75,14 +75,15 @@ def describe_onnx(path: Path) -> ServedModel:
 
 
 def describe_engine(header: dict, path: Path) -> ServedModel:
+    from cflnet_sdk.engine_file import engine_contract
+
     try:
         profile = header["profiles"][0]
         low, high = profile["min"], profile["max"]
-        contract = header["contract"]
     except (KeyError, IndexError, TypeError) as exc:
         raise ModelFileError(f"engine header lacks {exc}; rebuild the engine with "
                              "`cflnet-export engine`", path) from exc
-    return ServedModel("tensorrt_plan", Contract.from_json(json.dumps(contract)),
+    return ServedModel("tensorrt_plan", engine_contract(header, path),
                        header.get("precision", "fp32"), low[0] if low[0] == high[0] else None,
                        high[0], low[2:] != high[2:])
 
