@@ -10,3 +10,14 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "cflnet_default.onnx"
 def default_model_path() -> Path | None:
     """The packaged default model, or None while this build ships none."""
     return DEFAULT_MODEL if DEFAULT_MODEL.is_file() else None
+
+
+def require_default_model() -> Path:
+    """The packaged default model, or a ModelFileError saying what to pass instead."""
+    from cflnet_sdk.errors import ModelFileError
+
+    path = default_model_path()
+    if path is None:
+        raise ModelFileError("no model given and this build ships no default model: pass a "
+                             ".safetensors checkpoint, an .onnx export or a TensorRT .engine")
+    return path

@@ -40,12 +40,13 @@ class Localizer:
     (needed for raw TensorRT plans). ``predict`` may be called from many threads at once.
     """
 
-    def __init__(self, path: str | Path, backend: str = "auto", device: str = "auto",
-                 threshold: float | None = None, *, contract: Contract | None = None,
-                 workers: int | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, backend: str = "auto",
+                 device: str = "auto", threshold: float | None = None, *,
+                 contract: Contract | None = None, workers: int | None = None) -> None:
+        from cflnet_sdk.default_model import require_default_model
         from cflnet_sdk.runtime.base import cpu_count, open_backend
 
-        self.path = Path(path)
+        self.path = Path(path) if path is not None else require_default_model()
         self.backend = open_backend(self.path, backend, device, contract)
         self.threshold = self.contract.threshold if threshold is None else float(threshold)
         if not 0.0 <= self.threshold <= 1.0:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from cflnet_sdk.errors import CFLNetError, ConfigError, ModelFileError
+from cflnet_sdk.errors import CFLNetError, ConfigError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif"}
 LOSSLESS_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
@@ -120,7 +120,8 @@ def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) "
                                                 "or glob patterns, e.g. 'shots/**/*.jpg'."),
     model: Path | None = typer.Option(None, "--model", "-m",
-                                      help="Model file: .safetensors, .onnx or .engine."),
+                                      help="Model file: .safetensors, .onnx or .engine "
+                                           "(default: the shipped model)."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
     backend: str = typer.Option("auto", "--backend",
                                 help="auto (from the suffix), torch, onnxruntime or tensorrt."),
@@ -141,9 +142,6 @@ def predict(
     from cflnet_sdk.fileio import atomic_path
     from cflnet_sdk.localizer import Localizer
 
-    if model is None:
-        raise ModelFileError("no model given: pass --model FILE (a .safetensors checkpoint, an "
-                             ".onnx export or a TensorRT .engine); no default model ships yet")
     kinds = parse_save(save)
     files, problems = expand_inputs(paths)
     for problem in problems:
