@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
+venv="${CFLNET_VENV:-.venv}"
+export PATH="$(cd "$venv/bin" && pwd):$PATH"  # the installed `cflnet` commands, as for a user
 status=0
-"${CFLNET_VENV:-.venv}/bin/python" -m pytest "$@" || status=$?
+"$venv/bin/python" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "error: pytest collected no tests; that is a failure, not a pass" >&2
   exit 1

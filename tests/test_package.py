@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,9 +32,10 @@ def test_cli_help_is_torch_free():
 
 @pytest.mark.parametrize("command", ["cflnet", "cflnet-export"])
 def test_console_scripts_have_help_and_version(command):
-    result = _run(command, "--help")
+    script = str(Path(sys.executable).parent / command)  # installed beside this interpreter
+    result = _run(script, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
-    result = _run(command, "--version")
+    result = _run(script, "--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"cflnet-sdk {cflnet_sdk.__version__}"
 
