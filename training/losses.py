@@ -40,27 +40,36 @@ def patch_labels(mask: torch.Tensor, patch_size: int) -> torch.Tensor:
     return pooled.flatten(1) > 0.5
 
 
+CHUNK_ELEMENTS = 1 << 22  # 16 MiB of float32 per temporary: reused by malloc, not re-faulted
+
+
 def _anchor_block(z: torch.Tensor, lse_negative: torch.Tensor, temperature: float,
                   need_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Loss of the anchors of one class against their positives (the rest of the class).
 
     For anchor i with negatives' m_i = logsumexp_k s_ik, each positive term of Eq. 2 is
     -log(e^{s_ij} / (e^{s_ij} + e^{m_i})) = softplus(m_i - s_ij): stable, and free of the
-    authors' column-max shift. Returns the loss sum, dL/dm_i and dL/dz of this block's
-    similarities (or None).
+    authors' column-max shift. Returns the loss sum, dL/dm_i and dL/dz through this block's
+    similarities (or None). Anchors go in row chunks, so temporaries stay small.
     """
     n = z.shape[0]
     if n < 2:  # a lone anchor has no positive: it counts 0
         return z.new_zeros(()), z.new_zeros(n), None
     weight = 1.0 / (n - 1)  # every anchor of the class has n - 1 positives
-    margin = torch.addmm(lse_negative[:, None], z, z.T, alpha=-1.0 / temperature)
-    margin.diagonal().fill_(float("-inf"))  # j != i: softplus(-inf) = sigmoid(-inf) = 0
-    loss = F.softplus(margin).sum() * weight
-    if not need_grad:
-        return loss, z.new_zeros(n), None
-    pull = margin.sigmoid_()  # -dL/ds_ij / weight; s = z z^T feeds both factors
-    grad = torch.addmm(pull.T @ z, pull, z, beta=-weight, alpha=-weight)
-    return loss, pull.sum(dim=1) * weight, grad
+    loss, pull_sums = z.new_zeros(()), z.new_empty(n)
+    grad = torch.zeros_like(z) if need_grad else None
+    step = max(1, CHUNK_ELEMENTS // n)
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        margin = torch.addmm(lse_negative[rows, None], z[rows], z.T, alpha=-1.0 / temperature)
+        margin[:, rows].diagonal().fill_(float("-inf"))  # j != i: softplus = sigmoid = 0
+        loss += F.softplus(margin).sum()
+        if grad is not None:
+            pull = margin.sigmoid_()  # -dL/ds_ij / weight; s = z z^T feeds both factors
+            pull_sums[rows] = pull.sum(dim=1)
+            grad[rows].addmm_(pull, z, alpha=-weight)
+            grad.addmm_(pull.T, z[rows], alpha=-weight)
+    return loss * weight, pull_sums * weight, grad
 
 
 def _image_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float, need_grad: bool
@@ -81,8 +90,8 @@ def _image_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float, need_
     if not need_grad:
         return loss0 + loss1, None
     # d m_i / d s_ik is the softmax over anchor i's negatives (rows for class 0, columns for 1)
-    grad01 = (dm0[:, None] * torch.exp(cross - lse0[:, None])
-              + dm1[None, :] * torch.exp(cross - lse1[None, :]))
+    grad01 = (cross - lse0[:, None]).exp_().mul_(dm0[:, None])
+    grad01 += (cross - lse1[None, :]).exp_().mul_(dm1[None, :])
     grad = torch.zeros_like(z)
     grad[pristine] = grad01 @ z1
     grad[tampered] = grad01.T @ z0
