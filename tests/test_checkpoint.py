@@ -133,3 +133,15 @@ def test_import_official_cli_refuses_pickle(tmp_path):
     assert result.returncode == 2
     assert "evil.pth" in result.stderr and "never pickled code" in result.stderr
     assert not marker.exists()
+
+
+def test_half_checkpoint_is_half_the_size_and_loads_as_float32(tiny_model, tmp_path):
+    full = save_checkpoint(tiny_model, tmp_path / "full.safetensors")
+    half = save_checkpoint(tiny_model, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = load_checkpoint(half)
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = tiny_model.tamper_probability(x), loaded.tamper_probability(x)
+    assert (a - b).abs().max() < 2e-3

@@ -27,17 +27,22 @@ def checkpoint_metadata(config: CFLNetConfig, contract: Contract) -> dict[str, s
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, contract: Contract | None = None,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+                    extra_tensors: dict[str, torch.Tensor] | None = None,
+                    half: bool = False) -> Path:
     """Write ``model`` (a CFLNet, possibly DDP-wrapped) atomically; returns the path.
 
     ``contract`` defaults to the model's own (``model.contract``). ``extra_tensors`` lets a
     training run store state beside the weights under keys that cannot clash (``state.*``).
+    ``half`` stores floating-point weights as float16 (half the file, for shipping); loading
+    casts them back to the model's float32.
     """
     from safetensors.torch import save_file
 
     model = getattr(model, "module", model)
     contract = contract or getattr(model, "contract", None) or Contract()
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     tensors.update(extra_tensors or {})
     path = Path(path)
     with atomic_path(path) as tmp:
