@@ -117,3 +117,37 @@ def test_inference_network_has_no_projection_head(tiny_model):
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ConfigError, match="not-a-backbone"):
         CFLNet(CFLNetConfig(backbone="not-a-backbone"))
+
+
+@pytest.mark.parametrize("naming", ["timm", "torchvision"])
+def test_local_pretrained_backbone_loads_into_the_rgb_trunk(torch_threads, tmp_path, naming):
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    if naming == "timm":
+        state = timm.create_model("resnet18", pretrained=False).state_dict()  # with fc.*
+        path = tmp_path / "resnet18.safetensors"
+        save_file(state, str(path))
+    else:
+        import torchvision
+
+        state = torchvision.models.resnet18(weights=None).state_dict()
+        path = tmp_path / "resnet18.pth"
+        torch.save(state, path)
+    model = CFLNet(CFLNetConfig(backbone="resnet18", aspp_channels=32,
+                                pretrained_backbone=str(path)))
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not torch.equal(model.encoder_srm.conv1.weight, state["conv1.weight"])  # from scratch
+    assert "pretrained_backbone" not in model.config.to_json()
+
+
+def test_wrong_pretrained_backbone_is_a_clear_error(torch_threads, tmp_path):
+    from cflnet_sdk.errors import ModelFileError
+
+    path = tmp_path / "other.pth"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, path)
+    with pytest.raises(ModelFileError, match=r"other\.pth"):
+        CFLNet(CFLNetConfig(backbone="resnet18", aspp_channels=32,
+                            pretrained_backbone=str(path)))
