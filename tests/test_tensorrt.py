@@ -50,19 +50,20 @@ def test_header_without_version_is_a_model_file_error():
         check_engine_header({"compute_capability": "8.7"}, "10.3.0", None, "x.engine")
 
 
-def test_export_header_contract_is_what_the_runtime_reads(tiny_model, tmp_path):
-    from cflnet_sdk.engine_file import engine_contract
+@pytest.fixture(scope="module")
+def summary(tiny_model, tmp_path_factory):
+    """What the builder reads from a static 64x64 export of the small model."""
     from cflnet_sdk.export.onnx import export_onnx
-    from cflnet_sdk.export.tensorrt import (
-        BuildOptions,
-        engine_header,
-        profile_shapes,
-        read_onnx_summary,
-        typing_plan,
-    )
+    from cflnet_sdk.export.tensorrt import read_onnx_summary
 
-    summary = read_onnx_summary(export_onnx(tiny_model, tmp_path / "m.onnx", size=64,
-                                            simplify=False))
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    return read_onnx_summary(export_onnx(tiny_model, path, size=64, simplify=False))
+
+
+def test_export_header_contract_is_what_the_runtime_reads(summary, tmp_path):
+    from cflnet_sdk.engine_file import engine_contract
+    from cflnet_sdk.export.tensorrt import BuildOptions, engine_header, profile_shapes, typing_plan
+
     options = BuildOptions()
     header = engine_header(summary, typing_plan(10, "fp32", options),
                            profile_shapes(summary, options), options, "10.3.0", ("Orin", "8.7"))
@@ -93,17 +94,9 @@ def test_typing_plan_per_major_version():
         typing_plan(10, "fp32", BuildOptions(dla_core=0))
 
 
-def test_profile_shapes(tiny_model, tmp_path):
-    from cflnet_sdk.export.onnx import export_onnx
-    from cflnet_sdk.export.tensorrt import (
-        BuildOptions,
-        parse_shape,
-        profile_shapes,
-        read_onnx_summary,
-    )
+def test_profile_shapes(summary):
+    from cflnet_sdk.export.tensorrt import BuildOptions, parse_shape, profile_shapes
 
-    summary = read_onnx_summary(export_onnx(tiny_model, tmp_path / "m.onnx", size=64,
-                                            simplify=False))
     assert profile_shapes(summary, BuildOptions()) == (
         (1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64))
     with pytest.raises(ConfigError, match="fixed dimension 2 = 64"):
