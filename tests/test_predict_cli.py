@@ -98,9 +98,10 @@ def test_globs_files_and_options(folder, tiny_checkpoint, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]
 
 
-def test_missing_model_and_bad_inputs_give_clear_errors(folder, tiny_onnx, tmp_path):
-    result = cflnet("predict", folder / "astronaut.jpg", "--out", tmp_path)
-    assert result.returncode == 2 and "--model" in result.stderr
+def test_missing_model_file_and_bad_inputs_give_clear_errors(folder, tiny_onnx, tmp_path):
+    result = cflnet("predict", folder / "astronaut.jpg", "--model", tmp_path / "absent.onnx",
+                    "--out", tmp_path)  # without --model the shipped default is used
+    assert result.returncode == 2 and "absent.onnx" in result.stderr
     result = cflnet("predict", tmp_path / "nope.jpg", "--model", tiny_onnx, "--out", tmp_path)
     assert result.returncode == 1 and "nope.jpg: no such file" in result.stderr
     result = cflnet("predict", folder, "--model", tiny_onnx, "--save", "mask,video")
