@@ -7,6 +7,7 @@ never be run with constants other than the ones it was trained with.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -18,10 +19,13 @@ from cflnet_sdk.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+# Residual grey levels (summed over R, G, B) that an error-level channel maps to 1.0.
+ELA_SCALE = 32.0
 
 ResizeRule = Literal["bilinear", "bilinear-cv2"]
 ChannelOrder = Literal["RGB", "BGR"]
+Mode = Literal["resize", "tile"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,13 @@ class Contract:
     ImageNet RGB constants to BGR pixels, and an imported checkpoint keeps exactly that).
     ``resize`` is ``"bilinear"`` (Pillow, antialiased when shrinking) or ``"bilinear-cv2"``
     (OpenCV ``INTER_LINEAR``: no antialiasing, as in the authors' data loader).
+
+    ``mode`` says how an image of any size meets the fixed input: ``"resize"`` (the paper's:
+    the whole image is resized to ``height x width``) or ``"tile"`` (the image's own pixels in
+    ``height x width`` windows overlapping by ``tile_overlap``; above ``max_pixels``, if set,
+    the image is first downscaled). ``ela_qualities`` adds one input channel per JPEG quality
+    after the three colour channels: the error level of the whole image at that quality
+    (:func:`error_level`), a compression-history cue the paper's network does not have.
     """
 
     height: int = 256
@@ -41,6 +52,10 @@ class Contract:
     std: tuple[float, float, float] = IMAGENET_STD
     resize: ResizeRule = "bilinear"
     threshold: float = 0.5
+    mode: Mode = "resize"
+    tile_overlap: int = 64
+    max_pixels: int = 0  # tile mode: downscale larger images to this many pixels; 0 = never
+    ela_qualities: tuple[int, ...] = ()
     version: int = field(default=CONTRACT_VERSION)
 
     def __post_init__(self) -> None:
@@ -55,6 +70,17 @@ class Contract:
             problems.append(f"resize {self.resize!r} is not 'bilinear' or 'bilinear-cv2'")
         if not 0.0 <= self.threshold <= 1.0:
             problems.append(f"threshold {self.threshold} is outside [0, 1]")
+        if self.mode not in ("resize", "tile"):
+            problems.append(f"mode {self.mode!r} is not 'resize' or 'tile'")
+        if not 0 <= self.tile_overlap <= min(self.height, self.width) // 2 or \
+                self.tile_overlap % 8:
+            problems.append(f"tile_overlap {self.tile_overlap} must be a multiple of 8 within "
+                            "[0, half the input size] (tiles then keep the 8x8 JPEG grid)")
+        if self.max_pixels < 0 or 0 < self.max_pixels < self.height * self.width:
+            problems.append(f"max_pixels {self.max_pixels} must be 0 (off) or at least one "
+                            "input's worth of pixels")
+        if any(not 1 <= q <= 100 for q in self.ela_qualities):
+            problems.append(f"ela_qualities {self.ela_qualities} must be JPEG qualities 1-100")
         if self.version != CONTRACT_VERSION:
             problems.append(f"contract version {self.version} is not {CONTRACT_VERSION}; "
                             "upgrade cflnet-sdk to read this model")
@@ -71,6 +97,11 @@ class Contract:
         """``(height, width)`` of the model input."""
         return self.height, self.width
 
+    @property
+    def channels(self) -> int:
+        """Input channels: three colour channels, then one per error-level quality."""
+        return 3 + len(self.ela_qualities)
+
     def with_size(self, height: int, width: int) -> Contract:
         return replace(self, height=height, width=width)
 
@@ -80,23 +111,40 @@ class Contract:
 
     @classmethod
     def from_json(cls, text: str) -> Contract:
+        """Read a contract written by this or an earlier version (version 1 had resize only)."""
         try:
             data: dict[str, Any] = json.loads(text)
-            data["mean"], data["std"] = tuple(data["mean"]), tuple(data["std"])
+            for key in ("mean", "std", "ela_qualities"):
+                if key in data:
+                    data[key] = tuple(data[key])
+            if data.get("version") == 1:  # same meaning, fewer fields: their defaults apply
+                data["version"] = CONTRACT_VERSION
             return cls(**data)
         except ConfigError:
             raise
-        except (TypeError, KeyError, ValueError) as exc:
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
             raise ConfigError(f"unreadable preprocessing contract {text[:200]!r}: {exc}") from exc
 
     # -- pixels -> tensor ----------------------------------------------------------------
-    def resize_image(self, rgb: np.ndarray) -> np.ndarray:
-        """Resize an HxWx3 uint8 RGB image to the model size with the contract's rule."""
-        if rgb.shape[:2] == self.size:
-            return rgb
+    def input_pixels(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB -> HxWxC uint8 input channels at the image's own size.
+
+        Colour channels in ``channel_order``, then the error levels, computed on the whole
+        image so that its JPEG grid is the one the image was saved with.
+        """
+        colour = rgb[..., ::-1] if self.channel_order == "BGR" else rgb
+        if not self.ela_qualities:
+            return colour
+        levels = [error_level(rgb, quality) for quality in self.ela_qualities]
+        return np.concatenate([colour, np.stack(levels, axis=2)], axis=2)
+
+    def resize_image(self, pixels: np.ndarray) -> np.ndarray:
+        """Resize HxWxC uint8 input pixels to the model size with the contract's rule."""
+        if pixels.shape[:2] == self.size:
+            return pixels
         if self.resize == "bilinear-cv2":
-            return _resize_cv2_linear(rgb, self.height, self.width)
-        return np.asarray(Image.fromarray(rgb).resize((self.width, self.height), Image.BILINEAR))
+            return _resize_cv2_linear(pixels, self.height, self.width)
+        return _resize_pillow(pixels, self.height, self.width)
 
     def resize_mask(self, mask: np.ndarray) -> np.ndarray:
         """Resize a boolean HxW mask to the model size with nearest neighbour."""
@@ -105,23 +153,25 @@ class Contract:
         image = Image.fromarray(mask.astype(np.uint8) * 255)
         return np.asarray(image.resize((self.width, self.height), Image.NEAREST)) > 127
 
-    def normalize(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB at model size -> 3xHxW float32 in channel order, normalised."""
-        pixels = rgb[..., ::-1] if self.channel_order == "BGR" else rgb
-        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """HxWxC uint8 input pixels (from ``input_pixels``) -> CxHxW float32 model input."""
+        out = np.empty((self.channels, *pixels.shape[:2]), dtype=np.float32)
         for c, table in enumerate(self._lookup_tables()):
             np.take(table, pixels[..., c], out=out[c])
         return out
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB of any size -> 3xHxW float32 model input."""
-        return self.normalize(self.resize_image(rgb))
+        """HxWx3 uint8 RGB of any size -> CxHxW float32 input, resized to the model size."""
+        return self.normalize(self.resize_image(self.input_pixels(rgb)))
 
     def _lookup_tables(self) -> np.ndarray:
-        # (x / 255 - mean) / std for every uint8 value, computed in float64 then rounded once.
-        levels = np.arange(256, dtype=np.float64) / 255.0
-        mean, std = np.asarray(self.mean)[:, None], np.asarray(self.std)[:, None]
-        return ((levels[None, :] - mean) / std).astype(np.float32)
+        # Colour: (x / 255 - mean) / std; error level: x / ELA_SCALE. For every uint8 value,
+        # computed in float64 then rounded once.
+        levels = np.arange(256, dtype=np.float64)
+        colour = (levels[None, :] / 255.0 - np.asarray(self.mean)[:, None]) / \
+            np.asarray(self.std)[:, None]
+        error = np.repeat(levels[None, :] / ELA_SCALE, len(self.ela_qualities), axis=0)
+        return np.concatenate([colour, error]).astype(np.float32)
 
     # -- model output -> original image ---------------------------------------------------
     def restore_probability(self, probability: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -131,6 +181,33 @@ class Contract:
             image = Image.fromarray(probability)  # float32 -> mode "F"
             probability = np.asarray(image.resize((width, height), Image.BILINEAR))
         return np.clip(probability, 0.0, 1.0)
+
+
+def error_level(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Error level analysis: |image - its JPEG re-save at ``quality``|, summed over R, G, B.
+
+    Regions whose compression history differs from the rest (pasted from another JPEG,
+    resampled, inpainted) change by another amount when saved again. HxW uint8 (clipped at 255).
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        resaved = np.asarray(decoded.convert("RGB"))
+    difference = np.abs(rgb.astype(np.int16) - resaved.astype(np.int16)).sum(axis=2)
+    return np.minimum(difference, 255).astype(np.uint8)
+
+
+def _resize_pillow(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pillow bilinear (antialiased when shrinking): colour as RGB, other channels one by one."""
+    size = (width, height)
+    colour = np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., :3])).resize(
+        size, Image.BILINEAR))
+    if pixels.shape[2] == 3:
+        return colour
+    others = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c])).resize(
+        size, Image.BILINEAR)) for c in range(3, pixels.shape[2])]
+    return np.concatenate([colour, np.stack(others, axis=2)], axis=2)
 
 
 def _cv2_linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -146,6 +223,7 @@ def _cv2_linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _resize_cv2_linear(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    # Works on any channel count (HxWxC).
     """OpenCV-compatible bilinear resize (within one grey level), without needing OpenCV."""
     y0, y1, fy = _cv2_linear_taps(rgb.shape[0], height)
     x0, x1, fx = _cv2_linear_taps(rgb.shape[1], width)

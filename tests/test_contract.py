@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cflnet_sdk.contract import IMAGENET_MEAN, IMAGENET_STD, Contract
+from cflnet_sdk.contract import ELA_SCALE, IMAGENET_MEAN, IMAGENET_STD, Contract, error_level
 from cflnet_sdk.errors import ConfigError
 from tests.conftest import photo_array
 
@@ -37,7 +37,8 @@ def test_normalize_matches_formula_in_rgb_and_bgr():
     assert got.dtype == np.float32 and got.shape == (3, 256, 256)
     np.testing.assert_allclose(got, expected.transpose(2, 0, 1), atol=1e-6)
     bgr_expected = (rgb[..., ::-1].astype(np.float64) / 255 - IMAGENET_MEAN) / IMAGENET_STD
-    np.testing.assert_allclose(Contract.authors(256).normalize(rgb),
+    authors = Contract.authors(256)
+    np.testing.assert_allclose(authors.normalize(authors.input_pixels(rgb)),
                                bgr_expected.transpose(2, 0, 1), atol=1e-6)
 
 
@@ -70,3 +71,48 @@ def test_training_and_runtime_share_one_preprocess():
     contract = Contract()
     once = contract.preprocess(rgb)
     assert np.array_equal(once, contract.normalize(contract.resize_image(rgb)))
+
+
+def test_version_1_contracts_still_load_as_resize_mode():
+    old = ('{"channel_order": "RGB", "height": 128, "width": 128, '
+           '"mean": [0.485, 0.456, 0.406], "resize": "bilinear", '
+           '"std": [0.229, 0.224, 0.225], "threshold": 0.5, "version": 1}')
+    contract = Contract.from_json(old)
+    assert contract == Contract(height=128, width=128) and contract.mode == "resize"
+    assert contract.channels == 3 and contract.version == 2
+    with pytest.raises(ConfigError, match="upgrade cflnet-sdk"):
+        Contract.from_json(old.replace('"version": 1', '"version": 3'))
+
+
+def test_tile_and_error_level_fields_round_trip_and_are_checked():
+    contract = Contract(mode="tile", tile_overlap=32, max_pixels=4_000_000,
+                        ela_qualities=(90, 75))
+    assert Contract.from_json(contract.to_json()) == contract and contract.channels == 5
+    for bad in (dict(mode="crop"), dict(tile_overlap=12), dict(tile_overlap=256),
+                dict(max_pixels=1000), dict(ela_qualities=(0,))):
+        with pytest.raises(ConfigError):
+            Contract(**bad)
+
+
+def test_error_levels_are_extra_channels_scaled_and_resized_with_the_colour():
+    rgb = photo_array("coffee")
+    contract = Contract(ela_qualities=(90,))
+    pixels = contract.input_pixels(rgb)
+    assert pixels.shape == (*rgb.shape[:2], 4) and pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels[..., :3], rgb)
+    np.testing.assert_array_equal(pixels[..., 3], error_level(rgb, 90))
+    tensor = contract.preprocess(rgb)
+    assert tensor.shape == (4, 256, 256)
+    np.testing.assert_array_equal(tensor[:3], Contract().preprocess(rgb))
+    level = contract.resize_image(pixels)[..., 3]
+    np.testing.assert_allclose(tensor[3], level / ELA_SCALE, atol=1e-6)
+
+
+def test_error_level_lights_up_a_region_with_another_compression_history():
+    from cflnet_sdk.training.data.ops import jpeg_roundtrip
+
+    photo = jpeg_roundtrip(photo_array("astronaut")[:256, :256], 90)
+    pasted = photo.copy()
+    pasted[64:192, 61:189] = photo_array("chelsea")[:128, :128]  # never JPEG'd, off the grid
+    level = error_level(pasted, 90).astype(float)  # saved losslessly, as a PNG
+    assert level[80:176, 80:176].mean() > 2 * level[:48].mean()

@@ -15,6 +15,8 @@ class CFLNetConfig:
 
     ``pretrained_backbone`` is a local timm/torchvision state dict for the RGB trunk (never a
     download); it only matters when a model is first built and is not saved in checkpoints.
+    ``extra_channels`` (ours, not the paper's) are input channels after R, G, B, such as the
+    contract's error levels; they join the SRM residuals as input of the noise stream.
     """
 
     backbone: str = "resnet50"
@@ -25,8 +27,12 @@ class CFLNetConfig:
     embedding_dim: int = 256
     dropout: float = 0.5
     pretrained_backbone: str | None = None
+    extra_channels: int = 0
 
     def __post_init__(self) -> None:
+        if self.extra_channels < 0 or (self.extra_channels and not self.srm):
+            raise ConfigError(f"extra_channels {self.extra_channels} must be >= 0 and needs "
+                              "the SRM (noise) stream, which takes them as input")
         if len(self.aspp_rates) != 4 or any(r < 1 for r in self.aspp_rates):
             raise ConfigError(f"aspp_rates {self.aspp_rates} must be four positive dilations")
         if min(self.aspp_channels, self.num_classes, self.embedding_dim) < 1:

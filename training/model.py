@@ -22,10 +22,11 @@ from cflnet_sdk.training.srm import srm_conv
 OUTPUT_STRIDE = 8
 
 
-def create_trunk(name: str) -> nn.Module:
+def create_trunk(name: str, in_chans: int = 3) -> nn.Module:
     """A timm backbone returning only its last stage (stride 32), never downloading weights."""
     try:
-        return timm.create_model(name, pretrained=False, features_only=True, out_indices=[4])
+        return timm.create_model(name, pretrained=False, features_only=True, out_indices=[4],
+                                 in_chans=in_chans)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ConfigError(f"backbone {name!r} is not a timm model usable with features_only "
                           f"(e.g. resnet50, resnet18, mobilenetv3_large_100): {exc}") from exc
@@ -42,7 +43,7 @@ class CFLNet(nn.Module):
         channels = self.encoder.feature_info.channels()[-1]
         if config.srm:
             self.conv_srm = srm_conv()
-            self.encoder_srm = create_trunk(config.backbone)
+            self.encoder_srm = create_trunk(config.backbone, 3 + config.extra_channels)
             channels *= 2
         width = config.aspp_channels
         self.aspp = ASPP(channels, width, config.aspp_rates, config.dropout)
@@ -60,10 +61,17 @@ class CFLNet(nn.Module):
             load_backbone_weights(self.encoder, config.pretrained_backbone)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Fused ASPP features upsampled x4, i.e. at stride 8."""
-        features = self.encoder(x)[-1]
+        """Fused ASPP features upsampled x4, i.e. at stride 8.
+
+        ``x`` holds R, G, B and then ``config.extra_channels`` channels for the noise stream.
+        """
+        rgb = x[:, :3] if self.config.extra_channels else x
+        features = self.encoder(rgb)[-1]
         if self.config.srm:
-            features = torch.cat([features, self.encoder_srm(self.conv_srm(x))[-1]], dim=1)
+            noise = self.conv_srm(rgb)
+            if self.config.extra_channels:
+                noise = torch.cat([noise, x[:, 3:]], dim=1)
+            features = torch.cat([features, self.encoder_srm(noise)[-1]], dim=1)
         features = self.aspp(features)
         return F.interpolate(features, scale_factor=4, mode="bilinear", align_corners=True)
 
@@ -124,8 +132,9 @@ def load_backbone_weights(trunk: nn.Module, path: str | Path) -> None:
 class CFLNetInference(nn.Module):
     """The deployable network: RGB and SRM streams, ASPP and segmentation head, no projection.
 
-    Input: (B, 3, H, W) normalised by the contract. Output: (B, 1, H, W) tampered-class
-    probability at the input size, so every exported backend returns the same thing.
+    Input: (B, C, H, W) normalised by the contract (C = 3 + extra channels). Output:
+    (B, 1, H, W) tampered-class probability at the input size, so every exported backend
+    returns the same thing.
     """
 
     def __init__(self, model: CFLNet):
