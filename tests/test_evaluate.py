@@ -87,15 +87,70 @@ def test_cli_evaluate_matrix_json_and_plots(tiny_checkpoint, forgeries, tmp_path
     done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Cross-dataset matrix" in done.stdout and "pixel AUC" in done.stdout
+    assert "Against training-free baselines" in done.stdout
+    assert done.stdout.count("baselines on") == 2  # once per dataset, not once per model
     document = json.loads((tmp_path / "e.json").read_text())
-    assert len(document["results"]) == 4
+    assert len(document["results"]) == 4 + 2 * 2  # models x datasets, then baselines x datasets
+    assert [r["baseline"] for r in document["results"]] == [False] * 4 + [True] * 4
+    for result in document["results"][:4]:
+        assert {"centre_prior_pixel_auc", "ela_pixel_auc", "beats_centre_prior",
+                "beats_ela"} <= set(result["metrics"])
     grid = document["matrix"]
-    assert grid["metric"] == "pixel_auc" and len(grid["values"]) == 2
+    assert grid["metric"] == "pixel_auc" and len(grid["values"]) == 4
+    assert grid["models"][2:] == ["centre prior", "ELA"]
     assert grid["values"][0] == grid["values"][1]  # the same weights under two names
     plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert "roc.png" in plots
     assert sum("_worst" in p for p in plots) == sum("_best" in p for p in plots) == 8
     assert any(p.startswith("other-") for p in plots)  # names told apart by their folder
+
+
+def test_model_against_baselines(tiny_checkpoint, forgeries):
+    """Each baseline's AUC on the model's images and the share the model beats, overall and per
+    kind, equal to a direct computation from Localizer's maps and the baselines' maps."""
+    from cflnet_sdk import Localizer
+    from cflnet_sdk.images import load_image
+    from cflnet_sdk.training.baselines import BASELINES
+    from cflnet_sdk.training.data.readers import open_dataset, read_mask
+    from cflnet_sdk.training.evaluate import evaluate, render_tables
+
+    result = evaluate(tiny_checkpoint, forgeries[1], backend="torch", device="cpu")
+    localizer = Localizer(tiny_checkpoint, backend="torch", device="cpu")
+    rows: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    for record in open_dataset(forgeries[1]):
+        if record.mask is None:
+            continue
+        mask = read_mask(record.mask, record.polarity)
+        rgb = load_image(record.image)
+        model = roc_auc_score(mask.ravel(), localizer.predict(rgb).probability.ravel())
+        baselines = {k: roc_auc_score(mask.ravel(), f(rgb).ravel()) for k, f in BASELINES.items()}
+        for group in ("all", record.kind):
+            rows.setdefault(group, []).append((model, baselines))
+    for group, pairs in rows.items():
+        metrics = result.metrics if group == "all" else result.metrics["by_kind"][group]
+        assert metrics["baseline_images"] == len(pairs) == metrics["pixel_auc_images"]
+        for key in BASELINES:
+            assert metrics[f"{key}_pixel_auc"] == pytest.approx(
+                np.mean([b[key] for _, b in pairs]), abs=1e-9)
+            assert metrics[f"beats_{key}"] == pytest.approx(
+                np.mean([m > b[key] for m, b in pairs]), abs=1e-9)
+    assert result.metrics["by_kind"]["pristine"]["baseline_images"] == 0
+    assert result.metrics["by_kind"]["pristine"]["beats_ela"] is None
+    assert any("training-free" in str(table.title) for table in render_tables([result]))
+
+
+def test_cli_baselines_only(forgeries, tmp_path):
+    command = [sys.executable, "-m", "cflnet_sdk", "evaluate", "--baselines-only", "--data",
+               str(forgeries[0]), "--json", str(tmp_path / "b.json")]
+    done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "centre prior" in done.stdout and "ELA" in done.stdout
+    document = json.loads((tmp_path / "b.json").read_text())
+    assert [r["model"] for r in document["results"]] == ["centre prior", "ELA"]
+    assert all(r["metrics"]["pixel_auc"] is not None for r in document["results"])
+    refused = subprocess.run([*command, "--model", "x.onnx"], capture_output=True, text=True,
+                             env=tiny_env(), timeout=300)
+    assert refused.returncode == 2 and "--baselines-only" in refused.stderr
 
 
 def test_short_names_tell_paths_apart():

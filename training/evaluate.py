@@ -11,16 +11,21 @@ from __future__ import annotations
 import heapq
 import json
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from cflnet_sdk.errors import CFLNetError, ConfigError
 from cflnet_sdk.fileio import atomic_path, write_bytes_atomic
+from cflnet_sdk.training.baselines import BASELINES, LABELS, Comparison
 from cflnet_sdk.training.metrics import MetricAccumulator
+
+if TYPE_CHECKING:
+    from cflnet_sdk.training.data.readers import Record
 
 EXAMPLE_SIDE = 256  # examples are kept downsized, so memory stays flat on big datasets
 COLUMNS = (  # (metric key, table heading)
@@ -30,6 +35,10 @@ COLUMNS = (  # (metric key, table heading)
     ("pixel_f1_best", "F1 best"), ("pixel_iou_best", "IoU best"),
     ("best_threshold", "best thr"), ("image_auc", "image AUC"),
     ("pixel_auc_skipped_single_class", "skipped 1-class"), ("skipped_unreadable", "unreadable"))
+VERSUS_BASELINES = (  # (metric key, table heading) of a model against the training-free maps
+    ("baseline_images", "images"), ("pixel_auc", "model AUC"),
+    *((f"{key}_pixel_auc", f"{label} AUC") for key, label in LABELS.items()),
+    *((f"beats_{key}", f"beats {label}") for key, label in LABELS.items()))
 
 
 @dataclass(order=True)
@@ -109,48 +118,137 @@ class Evaluation:
     metrics: dict[str, Any]
     accumulator: MetricAccumulator = field(repr=False)
     examples: ExampleKeeper | None = field(default=None, repr=False)
+    baseline: bool = False  # a training-free map (``cflnet_sdk.training.baselines``), no model
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "data": self.data, "backend": self.backend,
                 "device": self.device, "seconds": round(self.seconds, 3),
-                "metrics": self.metrics}
+                "baseline": self.baseline, "metrics": self.metrics}
+
+
+class KindMetrics:
+    """One map source's metrics over a dataset, overall and per manipulation kind.
+
+    Each image is scored once, in its kind's accumulator; the overall numbers are their merge.
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self.kinds: dict[str, MetricAccumulator] = {}  # "" holds the images without a kind
+
+    def update(self, probability: np.ndarray, mask: np.ndarray, score: float | None,
+               kind: str | None) -> float | None:
+        """Add one image; return its honest pixel AUC (None if its mask is all one class)."""
+        accumulator = self.kinds.setdefault(kind or "", MetricAccumulator(self.threshold))
+        return accumulator.update(probability, mask, score)
+
+    def overall(self) -> MetricAccumulator:
+        total = MetricAccumulator(self.threshold)
+        for accumulator in self.kinds.values():
+            total.merge(accumulator)
+        return total
+
+    def by_kind(self) -> dict[str, dict[str, Any]]:
+        """Every named kind's metrics (manifests name each sample's manipulation)."""
+        return {kind: self.kinds[kind].compute() for kind in sorted(self.kinds) if kind}
+
+
+@dataclass
+class BaselineRun:
+    """The training-free baselines on one dataset: a row per baseline, and each image's baseline
+    AUCs (image path -> baseline key -> AUC) to pair with a model's, computed once per dataset."""
+
+    evaluations: list[Evaluation]
+    aucs: dict[str, dict[str, float]]
+
+
+def _read_mask(record: Record, size: tuple[int, int]) -> np.ndarray:
+    from cflnet_sdk.training.data.readers import read_mask
+
+    return (np.zeros(size, bool) if record.mask is None
+            else read_mask(record.mask, record.polarity))
+
+
+def evaluate_baselines(data: str | Path, *, data_format: str = "auto") -> BaselineRun:
+    """Score every map of ``cflnet_sdk.training.baselines`` on ``data`` as a model is scored:
+    at the image's own size against its original mask, single-class masks skipped and counted."""
+    from cflnet_sdk.images import load_image
+    from cflnet_sdk.training.data.readers import open_dataset
+
+    dataset = open_dataset(data, format=data_format, on_error="skip")
+    unreadable = len(dataset.problems)
+    tallies = {key: KindMetrics() for key in BASELINES}
+    seconds = dict.fromkeys(BASELINES, 0.0)
+    aucs: dict[str, dict[str, float]] = {}
+    for record in dataset:
+        try:
+            rgb = load_image(record.image)
+            mask = _read_mask(record, rgb.shape[:2])
+            image: dict[str, float | None] = {}
+            for key, baseline in BASELINES.items():
+                start = time.perf_counter()
+                image[key] = tallies[key].update(baseline(rgb), mask, None, record.kind)
+                seconds[key] += time.perf_counter() - start
+        except CFLNetError:
+            unreadable += 1
+            continue
+        scored = {key: auc for key, auc in image.items() if auc is not None}
+        if len(scored) == len(BASELINES):  # none without a two-class mask
+            aucs[str(record.image)] = scored
+    evaluations = []
+    for key, tally in tallies.items():
+        accumulator = tally.overall()
+        metrics = accumulator.compute() | {"skipped_unreadable": unreadable}
+        if kinds := tally.by_kind():
+            metrics["by_kind"] = kinds
+        evaluations.append(Evaluation(LABELS[key], str(data), "training-free", "cpu",
+                                      seconds[key], metrics, accumulator, baseline=True))
+    return BaselineRun(evaluations, aucs)
 
 
 def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
              device: str = "auto", data_format: str = "auto", batch_size: int = 8,
-             examples: int = 0) -> Evaluation:
-    """Predict every image of ``data`` with ``model`` and score it against its mask."""
-    from cflnet_sdk.localizer import Localizer
-    from cflnet_sdk.training.data.readers import open_dataset, read_mask
+             examples: int = 0, baselines: BaselineRun | None = None) -> Evaluation:
+    """Predict every image of ``data`` with ``model`` and score it against its mask.
 
+    Beside the model's metrics, overall and per kind: each training-free baseline's mean AUC on
+    the same images and the share of images the model beats it on (``Comparison``).
+    ``baselines`` (``evaluate_baselines`` of the same data) is computed here when not given.
+    """
+    from cflnet_sdk.localizer import Localizer
+    from cflnet_sdk.training.data.readers import open_dataset
+
+    if baselines is None:
+        baselines = evaluate_baselines(data, data_format=data_format)
     dataset = open_dataset(data, format=data_format, on_error="skip")
     start = time.perf_counter()
     unreadable = len(dataset.problems)
     keeper = ExampleKeeper(examples) if examples else None
+    comparisons: dict[str, Comparison] = defaultdict(Comparison)  # "" = every image
     with Localizer(model, backend=backend, device=device) as localizer:
-        accumulator = MetricAccumulator(threshold=localizer.threshold)
-        by_kind: dict[str, MetricAccumulator] = {}
+        tally = KindMetrics(localizer.threshold)
         results = localizer.predict_iter([str(r.image) for r in dataset], batch_size,
                                          errors="return")
         for record, result in zip(dataset, results, strict=True):
             try:
                 if isinstance(result, CFLNetError):
                     raise result
-                mask = (np.zeros(result.size, bool) if record.mask is None
-                        else read_mask(record.mask, record.polarity))
-                accumulator.update(result.probability, mask, result.score)
-                if record.kind:
-                    by_kind.setdefault(record.kind, MetricAccumulator(localizer.threshold)
-                                       ).update(result.probability, mask, result.score)
+                mask = _read_mask(record, result.size)
+                auc = tally.update(result.probability, mask, result.score, record.kind)
             except CFLNetError:
                 unreadable += 1
                 continue
+            for group in {"", record.kind or ""}:
+                comparisons[group].add(auc, baselines.aucs.get(str(record.image)))
             if keeper is not None and result.image is not None:
                 keeper.offer(record.image.name, result.image, mask, result.probability)
         name, used = localizer.backend_name, localizer.device
-    metrics = accumulator.compute() | {"skipped_unreadable": unreadable}
-    if by_kind:  # manifests name each sample's manipulation: report every kind on its own
-        metrics["by_kind"] = {kind: by_kind[kind].compute() for kind in sorted(by_kind)}
+    accumulator = tally.overall()
+    metrics = (accumulator.compute() | {"skipped_unreadable": unreadable}
+               | comparisons[""].compute())
+    if kinds := tally.by_kind():
+        metrics["by_kind"] = {kind: values | comparisons[kind].compute()
+                              for kind, values in kinds.items()}
     return Evaluation(str(model), str(data), name, used, time.perf_counter() - start, metrics,
                       accumulator, keeper)
 
@@ -189,7 +287,8 @@ def _cell(key: str, value: Any) -> str:
 
 
 def render_tables(evaluations: list[Evaluation]) -> list[Any]:
-    """rich Tables: every metric per (model, data), then the AUC matrix if there are several."""
+    """rich Tables: every metric per (model, data) and per kind, each model against the
+    training-free baselines, then the AUC matrix if there are several models or datasets."""
     from rich.table import Table
 
     results = Table(title="CFL-Net evaluation (AUC, F1, IoU in %; pixel AUC = honest per-image "
@@ -213,8 +312,10 @@ def render_tables(evaluations: list[Evaluation]) -> list[Any]:
             for kind, values in e.metrics["by_kind"].items():
                 kinds.add_row(kind, *(_cell(k, values.get(k)) for k, _ in COLUMNS))
             tables.append(kinds)
+    if trained := [e for e in evaluations if not e.baseline]:
+        tables.append(versus_baselines_table(trained, models, datasets))
     grid = matrix(evaluations)
-    if len(grid["models"]) > 1 or len(grid["datasets"]) > 1:
+    if len({e.model for e in trained}) > 1 or len(grid["datasets"]) > 1:
         cross = Table(title="Cross-dataset matrix: honest per-image pixel AUC (%)")
         cross.add_column("model \\ data")
         for name in grid["datasets"]:
@@ -223,6 +324,27 @@ def render_tables(evaluations: list[Evaluation]) -> list[Any]:
             cross.add_row(models[name], *(_cell("pixel_auc", v) for v in row))
         tables.append(cross)
     return tables
+
+
+def versus_baselines_table(evaluations: list[Evaluation], models: dict[str, str],
+                           datasets: dict[str, str]) -> Any:
+    """Each model's per-image AUC beside each baseline's on the same images, and the share of
+    those images where the model's is strictly higher; per kind too where there are several."""
+    from rich.table import Table
+
+    table = Table(title="Against training-free baselines (honest per-image pixel AUC, %; "
+                        "beats = share of images where the model's AUC is higher, %)")
+    for heading in ("model", "data", "kind"):
+        table.add_column(heading)
+    for _, heading in VERSUS_BASELINES:
+        table.add_column(heading, justify="right")
+    for e in evaluations:
+        kinds = e.metrics.get("by_kind", {})
+        groups = [("all", e.metrics), *(kinds.items() if len(kinds) > 1 else ())]
+        for kind, values in groups:
+            table.add_row(models[e.model], datasets[e.data], kind,
+                          *(_cell(k, values.get(k)) for k, _ in VERSUS_BASELINES))
+    return table
 
 
 def write_plots(evaluations: list[Evaluation], folder: str | Path) -> list[Path]:

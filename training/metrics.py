@@ -58,7 +58,9 @@ class MetricAccumulator:
         self.without_score = 0
 
     def update(self, probability: np.ndarray, mask: np.ndarray, score: float | None = None,
-               ) -> None:
+               ) -> float | None:
+        """Add one image; return its honest pixel AUC (None if its mask is all one class),
+        so callers can compare models image by image without sorting the pixels again."""
         probability = np.asarray(probability, dtype=np.float64)
         mask = np.asarray(mask).astype(bool)
         if probability.shape != mask.shape or probability.ndim != 2:
@@ -70,12 +72,13 @@ class MetricAccumulator:
         self.images += 1
         self.tampered_images += int(mask.any())
         self._update_pooled(probability, mask)
-        self._update_per_image(probability, mask)
+        auc = self._update_per_image(probability, mask)
         if score is None:
             self.without_score += 1
         else:
             self.labels.append(bool(mask.any()))
             self.scores.append(float(score))
+        return auc
 
     def _update_pooled(self, probability: np.ndarray, mask: np.ndarray) -> None:
         index = np.minimum((probability * self.bins).astype(np.int64), self.bins - 1)
@@ -92,15 +95,16 @@ class MetricAccumulator:
             self.iou_sum += tp / (tp + fp + fn)
             self.f1_images += 1
 
-    def _update_per_image(self, probability: np.ndarray, mask: np.ndarray) -> None:
+    def _update_per_image(self, probability: np.ndarray, mask: np.ndarray) -> float | None:
         tampered = int(np.count_nonzero(mask))
         if tampered == 0 or tampered == mask.size:
             self.skipped_single_class += 1
-            return
+            return None
         auc = float(roc_auc_score(mask.ravel(), probability.ravel()))
         self.auc_sum += auc
         self.flip_auc_sum += max(auc, 1.0 - auc)
         self.auc_images += 1
+        return auc
 
     def merge(self, other: MetricAccumulator) -> MetricAccumulator:
         """Add another accumulator's images (e.g. from another process) into this one."""

@@ -8,8 +8,9 @@ import typer
 
 
 def evaluate(
-    model: list[Path] = typer.Option(..., "--model", "-m", help="Model file (.safetensors, "
-                                     ".onnx, .engine); repeat for several."),
+    model: list[Path] | None = typer.Option(None, "--model", "-m", help="Model file "
+                                            "(.safetensors, .onnx, .engine); repeat for several "
+                                            "(default: the shipped model)."),
     data: list[str] = typer.Option(..., "--data", "-d", help="Dataset (manifest or folder of "
                                    "any layout `cflnet data check` reads); repeat for several."),
     json_out: Path | None = typer.Option(None, "--json", help="Write all metrics as JSON."),
@@ -23,28 +24,49 @@ def evaluate(
                                       "and best examples (needs matplotlib)."),
     examples: int = typer.Option(3, "--examples", min=0, help="Worst and best images to "
                                  "draw per model and dataset with --plots."),
+    baselines_only: bool = typer.Option(False, "--baselines-only", help="Score only the "
+                                        "training-free baselines (centre prior, ELA); no model."),
 ) -> None:
     """Evaluate through Localizer (the runtime's preprocessing) with the paper's metrics.
 
     The headline is the honest per-image pixel AUC; the paper's flip-invariant variant, pooled
-    AUC, F1/IoU at 0.5 and at the best threshold, image AUC and skipped counts follow.
+    AUC, F1/IoU at 0.5 and at the best threshold, image AUC and skipped counts follow. Every
+    dataset is also scored by two training-free maps (centre prior, ELA), rows of their own,
+    and each model is shown against them: their AUC and the share of images it beats them on.
     """
     from rich.console import Console
 
+    from cflnet_sdk.default_model import require_default_model
+    from cflnet_sdk.errors import ConfigError
     from cflnet_sdk.training.evaluate import evaluate as run
-    from cflnet_sdk.training.evaluate import render_tables, write_json, write_plots
+    from cflnet_sdk.training.evaluate import (
+        evaluate_baselines,
+        render_tables,
+        write_json,
+        write_plots,
+    )
 
+    if baselines_only and model:
+        raise ConfigError("--baselines-only scores no model: drop --model, or drop "
+                          "--baselines-only (models are always shown beside the baselines)")
     console = Console()
+    models = [] if baselines_only else model or [require_default_model()]
+    baselines = {}
+    for data_path in data:  # once per dataset, whatever the number of models
+        found = baselines[data_path] = evaluate_baselines(data_path, data_format=data_format)
+        console.print(f"baselines on {data_path}: {found.evaluations[0].metrics['images']} "
+                      f"images, {sum(e.seconds for e in found.evaluations):.1f} s")
     evaluations = []
-    for model_path in model:
+    for model_path in models:
         for data_path in data:
             result = run(model_path, data_path, backend=backend, device=device,
                          data_format=data_format, batch_size=batch_size,
-                         examples=examples if plots else 0)
+                         examples=examples if plots else 0, baselines=baselines[data_path])
             console.print(f"{model_path.name} on {data_path}: {result.metrics['images']} "
                           f"images, {result.backend} on {result.device}, "
                           f"{result.seconds:.1f} s")
             evaluations.append(result)
+    evaluations += [e for found in baselines.values() for e in found.evaluations]
     for table in render_tables(evaluations):
         console.print(table)
     if json_out is not None:
