@@ -10,12 +10,13 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
-from cflnet_sdk.errors import ConfigError
+from cflnet_sdk.errors import ConfigError, ModelFileError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,7 +40,8 @@ class Contract:
 
     ``mode`` says how an image of any size meets the fixed input: ``"resize"`` (the paper's:
     the whole image is resized to ``height x width``) or ``"tile"`` (the image's own pixels in
-    ``height x width`` windows overlapping by ``tile_overlap``; above ``max_pixels``, if set,
+    ``height x width`` windows overlapping by ``tile_overlap``, by default a quarter of the
+    smaller side on the 8-pixel grid; above ``max_pixels``, if set,
     the image is first downscaled). ``ela_qualities`` adds one input channel per JPEG quality
     after the three colour channels: the error level of the whole image at that quality
     (:func:`error_level`), a compression-history cue the paper's network does not have.
@@ -53,12 +55,14 @@ class Contract:
     resize: ResizeRule = "bilinear"
     threshold: float = 0.5
     mode: Mode = "resize"
-    tile_overlap: int = 64
+    tile_overlap: int | None = None  # None: a quarter of the smaller side, a multiple of 8
     max_pixels: int = 0  # tile mode: downscale larger images to this many pixels; 0 = never
     ela_qualities: tuple[int, ...] = ()
     version: int = field(default=CONTRACT_VERSION)
 
     def __post_init__(self) -> None:
+        if self.tile_overlap is None:
+            object.__setattr__(self, "tile_overlap", min(self.height, self.width) // 32 * 8)
         problems = []
         if self.height < 32 or self.width < 32 or self.height % 32 or self.width % 32:
             problems.append(f"input size {self.height}x{self.width} must be multiples of 32")
@@ -72,10 +76,14 @@ class Contract:
             problems.append(f"threshold {self.threshold} is outside [0, 1]")
         if self.mode not in ("resize", "tile"):
             problems.append(f"mode {self.mode!r} is not 'resize' or 'tile'")
-        if not 0 <= self.tile_overlap <= min(self.height, self.width) // 2 or \
-                self.tile_overlap % 8:
+        # The overlap only matters in tile mode, so only there is it held to the tile size
+        # (a 64x64 resize-mode model keeps the default overlap).
+        half = min(self.height, self.width) // 2
+        if self.tile_overlap < 0 or self.tile_overlap % 8 or \
+                (self.mode == "tile" and self.tile_overlap > half):
             problems.append(f"tile_overlap {self.tile_overlap} must be a multiple of 8 within "
-                            "[0, half the input size] (tiles then keep the 8x8 JPEG grid)")
+                            f"[0, {half}] (half the tile) in tile mode; tiles then keep the "
+                            "8x8 JPEG grid")
         if self.max_pixels < 0 or 0 < self.max_pixels < self.height * self.width:
             problems.append(f"max_pixels {self.max_pixels} must be 0 (off) or at least one "
                             "input's worth of pixels")
@@ -104,6 +112,14 @@ class Contract:
 
     def with_size(self, height: int, width: int) -> Contract:
         return replace(self, height=height, width=width)
+
+    def check_channels(self, channels: int, path: str | Path | None = None) -> None:
+        """Refuse a model whose input channel count is not this contract's."""
+        if channels != self.channels:
+            raise ModelFileError(
+                f"the model takes {channels} input channels, its contract gives {self.channels} "
+                f"(R, G, B and error levels at JPEG qualities {list(self.ela_qualities)}); "
+                "re-export the model, or pass a contract with matching ela_qualities", path)
 
     # -- serialisation -------------------------------------------------------------------
     def to_json(self) -> str:
@@ -140,11 +156,15 @@ class Contract:
 
     def resize_image(self, pixels: np.ndarray) -> np.ndarray:
         """Resize HxWxC uint8 input pixels to the model size with the contract's rule."""
-        if pixels.shape[:2] == self.size:
+        return self.resize_to(pixels, self.height, self.width)
+
+    def resize_to(self, pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Resize HxWxC uint8 input pixels to ``height x width`` with the contract's rule."""
+        if pixels.shape[:2] == (height, width):
             return pixels
         if self.resize == "bilinear-cv2":
-            return _resize_cv2_linear(pixels, self.height, self.width)
-        return _resize_pillow(pixels, self.height, self.width)
+            return _resize_cv2_linear(pixels, height, width)
+        return _resize_pillow(pixels, height, width)
 
     def resize_mask(self, mask: np.ndarray) -> np.ndarray:
         """Resize a boolean HxW mask to the model size with nearest neighbour."""

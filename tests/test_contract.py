@@ -88,7 +88,8 @@ def test_tile_and_error_level_fields_round_trip_and_are_checked():
     contract = Contract(mode="tile", tile_overlap=32, max_pixels=4_000_000,
                         ela_qualities=(90, 75))
     assert Contract.from_json(contract.to_json()) == contract and contract.channels == 5
-    for bad in (dict(mode="crop"), dict(tile_overlap=12), dict(tile_overlap=256),
+    assert Contract(height=64, width=64).tile_overlap == 16  # default: a quarter of the side
+    for bad in (dict(mode="crop"), dict(tile_overlap=12), dict(mode="tile", tile_overlap=256),
                 dict(max_pixels=1000), dict(ela_qualities=(0,))):
         with pytest.raises(ConfigError):
             Contract(**bad)

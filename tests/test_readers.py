@@ -254,3 +254,31 @@ def test_torch_dataset_uses_the_contract(tmp_path):
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert mask.shape == (64, 64) and set(mask.unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(synthetic[2][0], image)
+
+
+def test_tile_mode_dataset_crops_native_pixels_with_error_levels_of_the_whole_image(tmp_path):
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset
+
+    torch = pytest.importorskip("torch")
+    write_image(tmp_path / "Tp" / "a.png")
+    write_mask(tmp_path / "Gt" / "a.png")
+    dataset = read_paired(tmp_path)
+    rgb, truth = dataset.load(0)
+    contract = Contract(height=32, width=32, mode="tile", tile_overlap=16, ela_qualities=(90,))
+    whole = contract.normalize(contract.input_pixels(rgb))
+    tiles = ForgeryTorchDataset(dataset, contract, seed=3)
+    corners = set()
+    for epoch in range(4):
+        tiles.set_epoch(epoch)
+        image, mask = tiles[0]
+        assert image.shape == (4, 32, 32) and mask.shape == (32, 32)
+        matches = [(t, left) for t in range(0, rgb.shape[0] - 31, 8)
+                   for left in range(0, rgb.shape[1] - 31, 8)
+                   if np.array_equal(image.numpy(), whole[:, t:t + 32, left:left + 32])]
+        assert len(matches) >= 1, "a tile-mode sample is an 8-aligned crop of the whole image"
+        t, left = matches[0]
+        assert torch.equal(mask, torch.from_numpy(truth[t:t + 32, left:left + 32]
+                                                  .astype(np.float32)))
+        corners.add(matches[0])
+    assert len(corners) > 1, "each epoch draws another crop"

@@ -147,3 +147,69 @@ def test_cli_synth_writes_samples_and_preview(tmp_path):
     bad = subprocess.run([CFLNET, "synth", "--out", str(tmp_path / "x"), "--kinds", "warp"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "unknown manipulation kinds" in bad.stderr
+
+
+def _centre_prior(height: int, width: int) -> np.ndarray:
+    y = np.abs(np.linspace(-1.0, 1.0, height))[:, None]
+    x = np.abs(np.linspace(-1.0, 1.0, width))[None, :]
+    return 1.0 - np.maximum(y, x)
+
+
+def test_edits_carry_no_location_prior():
+    """Edits land anywhere: a centre-weighted map scores near chance, and borders get cut."""
+    from sklearn.metrics import roc_auc_score
+
+    config = SynthConfig(seed=21, height=96, width=96, pristine_rate=0.0)
+    prior, aucs, touches, regions, shares = _centre_prior(96, 96), [], 0, set(), []
+    for index in range(80):
+        sample = generate_sample(config, index)
+        aucs.append(roc_auc_score(sample.mask.ravel(), prior.ravel()))
+        border = np.concatenate([sample.mask[0], sample.mask[-1], sample.mask[:, 0],
+                                 sample.mask[:, -1]])
+        touches += bool(border.any())
+        regions.add(len(sample.params["regions"]))
+        shares.append(sample.mask.mean())
+    assert np.mean(aucs) <= 0.55, np.mean(aucs)
+    assert touches >= 20 and regions == {1, 2, 3}
+    assert min(shares) < 0.03 and max(shares) > 0.2
+
+
+def test_native_views_keep_the_photo_pixels_on_its_grid(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (300, 420, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    config = SynthConfig(seed=3, height=64, width=96, sources=(str(tmp_path),), native=True,
+                         pristine_rate=1.0, post_rate=0.0)
+    for index in range(6):
+        view = generate_sample(config, index).image
+        found = [(t, left) for t in range(0, 300 - 64 + 1, 16)
+                 for left in range(0, 420 - 96 + 1, 16)
+                 if np.array_equal(photo[t:t + 64, left:left + 96], view) or
+                 np.array_equal(photo[t:t + 64, left:left + 96][:, ::-1], view)]
+        assert found, "a native view must be an unresampled crop on the 16-pixel grid"
+    small = sources.native_view(photo[:40, :50], rng, 64, 96)
+    assert small.shape == (64, 96, 3)
+
+
+def test_held_out_photos_never_feed_training(tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / f"photo{i:02d}.png")
+    train = sources.PhotoSource((str(tmp_path),), "train")
+    held_out = sources.PhotoSource((str(tmp_path),), "held-out")
+    assert held_out.names and not set(train.names) & set(held_out.names)
+    assert len(train) + len(held_out) == 40
+    config = SynthConfig(seed=2, height=32, width=32, sources=(str(tmp_path),),
+                         split="held-out", kinds=("splice",), pristine_rate=0.0)
+    used = {generate_sample(config, i).params["photo"] for i in range(10)}
+    assert used <= set(held_out.names)
+    with pytest.raises(DataError, match="unknown photo split"):
+        SynthConfig(split="test")
+
+
+def test_saved_as_jpeg_at_the_end_when_asked():
+    config = SynthConfig(seed=8, save_jpeg_rate=1.0, post_rate=0.0, jpeg_quality=(70, 70),
+                         **SMALL)
+    sample = generate_sample(config, 0)
+    assert sample.params["post"] == [{"op": "save-jpeg", "quality": 70}]

@@ -182,3 +182,41 @@ def test_cli_refuses_batch_size_one(tmp_path):
     assert done.returncode == 2
     assert "batch_size 1" in done.stderr and "use 2 or more" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_train_tile_mode_with_error_levels_writes_that_contract(tmp_path):
+    """``--mode tile --ela 90``: native synthetic crops, a 4-channel network, and checkpoints
+    whose contract says so, which Localizer runs."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(
+            photos / f"p{i:02d}.jpg", quality=85)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cflnet_sdk", "train", "--synthetic", "--sources",
+               str(photos), "--mode", "tile", "--ela", "90", "--backbone", "resnet18",
+               "--aspp-channels", "16", "--embedding-dim", "8", "--size", "64", "--epochs", "1",
+               "--steps-per-epoch", "2", "--batch-size", "2", "--val-samples", "2",
+               "--workers", "0", "--device", "cpu", "--out", str(run)]
+    done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "native crops" in done.stdout and "held-out photos" in done.stdout
+    from cflnet_sdk.training.checkpoint import read_checkpoint
+
+    tensors, config, contract = read_checkpoint(run / "last.safetensors")
+    assert (contract.mode, contract.ela_qualities, contract.channels) == ("tile", (90,), 4)
+    assert config.extra_channels == 1
+    assert tensors["encoder_srm.conv1.weight"].shape[1] == 4
+
+    from cflnet_sdk import Localizer
+
+    prediction = Localizer(run / "last.safetensors", device="cpu").predict(
+        rng.integers(0, 255, (70, 100, 3), dtype=np.uint8))
+    assert prediction.probability.shape == (70, 100)
+    bad = subprocess.run([*command[:9], "--ela", "ninety", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, env={**tiny_env(), "COLUMNS": "200"},
+                         timeout=120)
+    assert bad.returncode == 2 and "JPEG qualities" in bad.stderr

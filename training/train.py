@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import ConfigError
 from cflnet_sdk.fileio import write_bytes_atomic
 from cflnet_sdk.training import distributed
@@ -116,11 +115,13 @@ def build_model(config: TrainConfig, resume: bool) -> nn.Module:
     from cflnet_sdk.training.config import CFLNetConfig
     from cflnet_sdk.training.model import CFLNet
 
+    contract = config.contract()
     model = CFLNet(CFLNetConfig(backbone=config.backbone, aspp_channels=config.aspp_channels,
                                 embedding_dim=config.embedding_dim,
                                 pretrained_backbone=None if resume else
-                                config.pretrained_backbone))
-    model.contract = Contract(height=config.size, width=config.size)
+                                config.pretrained_backbone,
+                                extra_channels=contract.channels - 3))
+    model.contract = contract
     if config.contrastive_weight == 0:  # no loss reaches it: keep it out of Adam and DDP
         model.projection.requires_grad_(False)
     return model.train()

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -29,6 +30,9 @@ class TrainConfig:
     embedding_dim: int = 256
     pretrained_backbone: str | None = None
     size: int = 256
+    # input: "resize" (the paper's) or "tile" (native crops); error-level channels (ours)
+    mode: str = "resize"
+    ela_qualities: tuple[int, ...] = ()
     # optimisation (Adam, no weight decay, StepLR x0.8 every 20 epochs)
     epochs: int = 100
     batch_size: int = 4
@@ -51,6 +55,7 @@ class TrainConfig:
     steps_per_epoch: int = 100
     val_samples: int = 64
     synth_kinds: tuple[str, ...] = ("splice", "copy-move", "removal", "enhance")
+    sources: tuple[str, ...] = ()  # photo folders for synthetic data; () = packaged photos
     # speed
     workers: int = 2
     device: str = "auto"
@@ -89,6 +94,15 @@ class TrainConfig:
             problems.append("give either --synthetic or --data, not both")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
+        self.contract()  # mode and error-level qualities are checked where they are defined
+
+    def contract(self) -> Contract:
+        """The preprocessing contract the trained model will carry."""
+        try:
+            return Contract(height=self.size, width=self.size, mode=self.mode,
+                            ela_qualities=tuple(self.ela_qualities))
+        except ConfigError as exc:
+            raise ConfigError(f"invalid training config: {exc}") from exc
 
     def check_data(self) -> None:
         """Training needs a data source; checked when a run starts, not when a file is read."""

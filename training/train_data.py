@@ -15,12 +15,14 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import DataError
 from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset, PairSource
 from cflnet_sdk.training.train_config import TrainConfig
 
 VAL_SEED_OFFSET = 1_000_003  # the synthetic validation set: same recipe, other samples
+# Tile-mode synthetic data: most forgeries saved as JPEG, fewer hidden by global operations.
+NATIVE_SAVE_JPEG_RATE = 0.6
+NATIVE_POST_RATE = 0.3
 
 
 class EpochSampler(Sampler[int]):
@@ -79,18 +81,30 @@ class DataSources:
 
 
 def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
+    """Fresh synthetic forgeries of the training photos; validation from held-out photos.
+
+    A tile-mode model learns from native crops (``SynthConfig.native``), most saved as JPEG.
+    """
+    from dataclasses import replace
+
     from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
 
     block = config.steps_per_epoch * config.batch_size * world
+    native = config.mode == "tile"
     recipe = SynthConfig(seed=config.seed, height=config.size, width=config.size,
-                         kinds=tuple(config.synth_kinds))
-    held_out = SynthConfig(seed=config.seed + VAL_SEED_OFFSET, height=config.size,
-                           width=config.size, kinds=tuple(config.synth_kinds))
+                         kinds=tuple(config.synth_kinds), sources=tuple(config.sources),
+                         native=native, split="train",
+                         save_jpeg_rate=NATIVE_SAVE_JPEG_RATE if native else 0.0,
+                         post_rate=NATIVE_POST_RATE if native else SynthConfig.post_rate)
+    held_out = replace(recipe, seed=config.seed + VAL_SEED_OFFSET, split="held-out")
     val = SynthDataset(held_out, length=config.val_samples) if config.val_samples else None
+    photos = ", ".join(config.sources) or "packaged photos"
     return DataSources(SynthDataset(recipe, length=config.epochs * block), val, True, block,
-                       f"synthetic {'+'.join(config.synth_kinds)}: {block} fresh samples per "
-                       f"epoch (seed {config.seed}), {config.val_samples} held-out validation "
-                       f"samples (seed {config.seed + VAL_SEED_OFFSET})")
+                       f"synthetic {'+'.join(config.synth_kinds)} from {photos} "
+                       f"({'native crops' if native else 'rescaled views'}): {block} fresh "
+                       f"samples per epoch (seed {config.seed}, training photos), "
+                       f"{config.val_samples} validation samples (seed "
+                       f"{config.seed + VAL_SEED_OFFSET}, held-out photos)")
 
 
 def dataset_sources(config: TrainConfig, log: Callable[[str], None]) -> DataSources:
@@ -126,8 +140,7 @@ def make_loader(source: PairSource, sampler: EpochSampler, config: TrainConfig,
                 device: torch.device, train: bool) -> DataLoader:
     """A DataLoader whose order is the sampler's; its own generator keeps the global RNG intact."""
     workers = config.workers
-    dataset = ForgeryTorchDataset(source, Contract(height=config.size, width=config.size),
-                                  seed=config.seed)
+    dataset = ForgeryTorchDataset(source, config.contract(), seed=config.seed)
     return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler,
                       num_workers=workers, pin_memory=device.type == "cuda",
                       drop_last=train, persistent_workers=workers > 0,

@@ -35,6 +35,15 @@ def train(
                                            "validation samples (another seed) (default 64)."),
     synth_kinds: str | None = typer.Option(None, "--synth-kinds", help="Synthetic: comma-"
                                            "separated splice,copy-move,removal,enhance."),
+    sources: list[Path] | None = typer.Option(None, "--sources", help="Synthetic: folder of "
+                                              "photos to forge (repeat; default: packaged "
+                                              "photos). One in ten is held out for validation."),
+    mode: str | None = typer.Option(None, "--mode", help="resize (the paper's: whole image to "
+                                    "--size) or tile (native --size crops; the model then runs "
+                                    "on tiles of the image's own pixels) (default resize)."),
+    ela: str | None = typer.Option(None, "--ela", help="Error-level input channels at these "
+                                   "JPEG qualities, e.g. 90 or 75,90 (ours, not the paper's; "
+                                   "default none)."),
     no_contrastive: bool = typer.Option(False, "--no-contrastive",
                                         help="CE only (the paper's ablation)."),
     contrastive_weight: float | None = typer.Option(None, "--contrastive-weight",
@@ -85,6 +94,8 @@ def train(
         "data": data, "val": val, "data_format": data_format, "val_fraction": val_fraction,
         "synthetic": synthetic, "steps_per_epoch": steps_per_epoch, "val_samples": val_samples,
         "synth_kinds": _kinds(synth_kinds),
+        "sources": tuple(str(p) for p in sources) if sources else None, "mode": mode,
+        "ela_qualities": _qualities(ela),
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
         "pretrained_backbone": None if pretrained_backbone is None else str(pretrained_backbone),
         "backbone": backbone, "aspp_channels": aspp_channels, "embedding_dim": embedding_dim,
@@ -116,3 +127,14 @@ def _kinds(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _qualities(text: str | None) -> tuple[int, ...] | None:
+    parts = _kinds(text)
+    if parts is None:
+        return None
+    try:
+        return tuple(int(part) for part in parts)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of JPEG qualities",
+                                 param_hint="--ela") from None

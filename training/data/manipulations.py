@@ -57,11 +57,18 @@ class Region:
                 "feather": round(self.sigma, 3)}
 
 
-def _box_size(rng: np.random.Generator, height: int, width: int) -> tuple[int, int]:
-    side = rng.uniform(0.2, 0.5)
-    aspect = rng.uniform(0.65, 1.5)
-    return (max(12, min(height - 2, round(height * side * aspect ** 0.5))),
-            max(12, min(width - 2, round(width * side / aspect ** 0.5))))
+AREA = (0.005, 0.35)  # share of the image one edit covers: from a detail to a third
+SHAPE_FILL = 0.4  # share of its box that a random_shape blob covers, roughly
+
+
+def _box_size(rng: np.random.Generator, height: int, width: int,
+              area: tuple[float, float]) -> tuple[int, int]:
+    """A box whose blob covers a log-uniform share of the image within ``area``."""
+    share = float(np.exp(rng.uniform(np.log(area[0]), np.log(area[1]))))
+    aspect = rng.uniform(0.5, 2.0)
+    side = (share * height * width / SHAPE_FILL) ** 0.5
+    return (max(8, min(height, round(side * aspect ** 0.5))),
+            max(8, min(width, round(side / aspect ** 0.5))))
 
 
 def _random_alpha(rng: np.random.Generator, box_h: int, box_w: int,
@@ -71,14 +78,31 @@ def _random_alpha(rng: np.random.Generator, box_h: int, box_w: int,
     return feather(shape, sigma), sigma
 
 
-def _random_region(rng: np.random.Generator, image: np.ndarray, soft_rate: float = 0.5,
-                   ) -> Region:
+def _place(rng: np.random.Generator, alpha: np.ndarray, height: int, width: int,
+           ) -> tuple[int, int, tuple[slice, slice]]:
+    """Where ``alpha``'s box lands, its centre anywhere in the image, the border maybe cutting it.
+
+    Returns the top-left corner of the part inside the image and that part's slices of the box.
+    After ten empty draws the box is centred: a blob always covers its box centre.
+    """
+    box_h, box_w = alpha.shape
+    corners = [(int(rng.integers(0, height)) - box_h // 2, int(rng.integers(0, width)) - box_w // 2)
+               for _ in range(10)]
+    for top, left in [*corners, ((height - box_h) // 2, (width - box_w) // 2)]:
+        inside = (slice(max(0, -top), min(box_h, height - top)),
+                  slice(max(0, -left), min(box_w, width - left)))
+        if (alpha[inside] >= 0.5).any():
+            break
+    return max(0, top), max(0, left), inside
+
+
+def _random_region(rng: np.random.Generator, image: np.ndarray, area: tuple[float, float],
+                   soft_rate: float = 0.5) -> Region:
     height, width = image.shape[:2]
-    box_h, box_w = _box_size(rng, height, width)
+    box_h, box_w = _box_size(rng, height, width, area)
     alpha, sigma = _random_alpha(rng, box_h, box_w, soft_rate)
-    top = int(rng.integers(0, height - box_h + 1))
-    left = int(rng.integers(0, width - box_w + 1))
-    return Region(top, left, alpha, sigma)
+    top, left, inside = _place(rng, alpha, height, width)
+    return Region(top, left, alpha[inside], sigma)
 
 
 def _composite(image: np.ndarray, region: Region, content: np.ndarray) -> tuple[np.ndarray,
@@ -108,11 +132,11 @@ def _match_colour(patch: np.ndarray, reference: np.ndarray, weight: np.ndarray) 
 
 
 def splice(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray | None = None,
-           ) -> Manipulated:
+           area: tuple[float, float] = AREA) -> Manipulated:
     """Paste an object-shaped region of another photo (``donor``, same size as ``image``)."""
     if donor is None or donor.shape != image.shape:
         raise ValueError("splice needs a donor photo of the same size as the image")
-    region = _random_region(rng, image)
+    region = _random_region(rng, image, area)
     top = int(rng.integers(0, image.shape[0] - region.height + 1))
     left = int(rng.integers(0, image.shape[1] - region.width + 1))
     patch = donor[top:top + region.height, left:left + region.width]
@@ -137,22 +161,19 @@ def _transform(patch: np.ndarray, alpha: np.ndarray, scale: float, angle: float,
 
 
 def copy_move(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray | None = None,
-              ) -> Manipulated:
+              area: tuple[float, float] = AREA) -> Manipulated:
     """Copy an object-shaped region of the image elsewhere in it, optionally scaled/rotated."""
     height, width = image.shape[:2]
-    source = _random_region(rng, image)
+    source = _random_region(rng, image, area)
     scale = float(rng.uniform(0.7, 1.3)) if rng.random() < 0.5 else 1.0
     angle = float(rng.uniform(-30.0, 30.0)) if rng.random() < 0.5 else 0.0
     patch, alpha = _transform(source.box(image), source.alpha, scale, angle)
-    patch, alpha = patch[:height - 1, :width - 1], alpha[:height - 1, :width - 1]
-    box_h, box_w = alpha.shape
     for _ in range(20):  # prefer a target that does not sit on its own source
-        top = int(rng.integers(0, height - box_h + 1))
-        left = int(rng.integers(0, width - box_w + 1))
-        if abs(top - source.top) + abs(left - source.left) > min(box_h, box_w) // 2:
+        top, left, inside = _place(rng, alpha, height, width)
+        if abs(top - source.top) + abs(left - source.left) > min(alpha.shape) // 2:
             break
-    target = Region(top, left, alpha, source.sigma)
-    out, mask = _composite(image, target, patch)
+    target = Region(top, left, alpha[inside], source.sigma)
+    out, mask = _composite(image, target, patch[inside])
     return Manipulated(out, mask, {**target.describe(), "source_box": [source.top, source.left],
                                    "scale": round(scale, 3), "angle": round(angle, 2)})
 
@@ -171,9 +192,9 @@ def _diffusion_fill(crop: np.ndarray, hole: np.ndarray, rng: np.random.Generator
 
 
 def removal(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray | None = None,
-            ) -> Manipulated:
+            area: tuple[float, float] = AREA) -> Manipulated:
     """Erase an object-shaped region and inpaint it by diffusion from the surrounding pixels."""
-    region = _random_region(rng, image)
+    region = _random_region(rng, image, area)
     height, width = image.shape[:2]
     margin = max(region.height, region.width) // 3
     top, left = max(0, region.top - margin), max(0, region.left - margin)
@@ -215,9 +236,9 @@ def _enhance_content(box: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
 
 
 def enhance(image: np.ndarray, rng: np.random.Generator, donor: np.ndarray | None = None,
-            ) -> Manipulated:
+            area: tuple[float, float] = AREA) -> Manipulated:
     """Blur, sharpen, re-light or add noise inside an object-shaped region only."""
-    region = _random_region(rng, image, soft_rate=0.7)
+    region = _random_region(rng, image, area, soft_rate=0.7)
     content, params = _enhance_content(region.box(image), rng)
     out, mask = _composite(image, region, content)
     return Manipulated(out, mask, {**region.describe(), **params})

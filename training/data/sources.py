@@ -3,13 +3,15 @@
 Packaged photos (the files behind scikit-image ``skimage.data``, scikit-learn's
 ``load_sample_images`` and matplotlib's sample data) load offline, so a fresh install can
 generate training data with no download.
-Random crops, flips and scales turn a few dozen photos into thousands of distinct samples.
+Random crops, flips and scales turn a few dozen photos into thousands of distinct samples;
+native views keep a photo's own pixels (its noise, demosaicing and JPEG grid) untouched.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,8 @@ from cflnet_sdk.images import load_image
 from cflnet_sdk.training.data.ops import resize_rgb
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+SPLITS = ("all", "train", "held-out")
+HELD_OUT_SHARE = 10  # one photo in ten, chosen by file name, never feeds training
 
 # Natural photographs shipped inside installed packages: (name, package, file in the package).
 # Found by path, not by importing the package: importing skimage.data, sklearn.datasets and
@@ -65,13 +69,27 @@ class PhotoSource:
     """An ordered, deterministic list of photos; each loads once per process and is cached.
 
     ``folders`` empty means the packaged photos. The order is sorted, so a seed gives the same
-    photo for an index on every machine and in every worker process.
+    photo for an index on every machine and in every worker process. ``split`` keeps all
+    photos, or only those of the training or the held-out part (:func:`in_held_out`), so a
+    held-out synthetic set shows photos that training never saw.
     """
 
     folders: tuple[str, ...] = ()
+    split: str = "all"
 
     @functools.cached_property
     def names(self) -> tuple[str, ...]:
+        if self.split not in SPLITS:
+            raise DataError(f"unknown photo split {self.split!r}; choose {', '.join(SPLITS)}")
+        names = self._all_names()
+        if self.split != "all":
+            names = tuple(n for n in names if in_held_out(n) == (self.split == "held-out"))
+            if not names:
+                raise DataError(f"no photos left in the {self.split!r} split of "
+                                f"{', '.join(self.folders) or 'the packaged photos'}; add photos")
+        return names
+
+    def _all_names(self) -> tuple[str, ...]:
         if not self.folders:
             names = tuple(packaged_photos())
             if not names:
@@ -103,6 +121,43 @@ def _load_photo(name: str) -> np.ndarray:
     rgb = load_image(packaged_photos().get(name, Path(name)))
     rgb.setflags(write=False)  # cached and shared: nobody may edit it in place
     return rgb
+
+
+def in_held_out(name: str) -> bool:
+    """Whether a photo belongs to the held-out part: a fixed function of its file name."""
+    return zlib.crc32(Path(name).name.encode()) % HELD_OUT_SHARE == 0
+
+
+def aligned_corner(rng: np.random.Generator, shape: Sequence[int], height: int, width: int,
+                   align: int) -> tuple[int, int]:
+    """A random top-left corner on multiples of ``align`` for a ``height x width`` crop."""
+    top = align * int(rng.integers(0, max(0, shape[0] - height) // align + 1))
+    left = align * int(rng.integers(0, max(0, shape[1] - width) // align + 1))
+    return top, left
+
+
+def crop_or_pad(array: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """``array[top:top+height, left:left+width]``, padded by reflection where it runs out."""
+    crop = array[top:top + height, left:left + width]
+    missing = ((0, height - crop.shape[0]), (0, width - crop.shape[1]))
+    if any(after for _, after in missing):
+        crop = np.pad(crop, missing + ((0, 0),) * (crop.ndim - 2), mode="symmetric")
+    return crop
+
+
+def native_view(photo: np.ndarray, rng: np.random.Generator, height: int, width: int,
+                align: int = 16) -> np.ndarray:
+    """A ``height x width`` crop of the photo's own pixels, never resampled.
+
+    The crop starts on a multiple of ``align`` so the photo's JPEG grid (8x8 blocks, 16x16
+    with chroma subsampling) stays where it was; photos smaller than the crop are padded by
+    reflection. A random horizontal flip keeps the grid when ``width`` is a multiple of 8.
+    """
+    view = crop_or_pad(photo, *aligned_corner(rng, photo.shape, height, width, align),
+                       height, width)
+    if rng.random() < 0.5:
+        view = view[:, ::-1]
+    return np.ascontiguousarray(view)
 
 
 def random_view(photo: np.ndarray, rng: np.random.Generator, height: int, width: int,

@@ -21,8 +21,8 @@ from PIL import Image
 from cflnet_sdk.errors import DataError
 from cflnet_sdk.fileio import write_bytes_atomic
 from cflnet_sdk.training.data import ops
-from cflnet_sdk.training.data.manipulations import KINDS, MANIPULATIONS, Manipulated
-from cflnet_sdk.training.data.sources import PhotoSource, random_view
+from cflnet_sdk.training.data.manipulations import AREA, KINDS, MANIPULATIONS, Manipulated
+from cflnet_sdk.training.data.sources import SPLITS, PhotoSource, native_view, random_view
 
 POST_OPS = ("jpeg", "resize", "blur", "noise")
 MANIFEST = "manifest.jsonl"
@@ -31,7 +31,17 @@ CONFIG_FILE = "synth_config.json"
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Everything that decides the samples; saved next to the manifest for regeneration."""
+    """Everything that decides the samples; saved next to the manifest for regeneration.
+
+    Edits land anywhere (the border may cut them), one to ``max_regions`` per image, each
+    covering a share of the image within ``area``, so where an edit sits tells nothing.
+    ``native``: the host is a crop of a photo's own pixels on its JPEG grid (what a tile-mode
+    model must learn from) and the splice donor is resampled by a random scale and, half of the
+    time, JPEG-compressed at another quality, so it carries another history; otherwise views
+    are rescaled crops, as for resize-mode models. ``save_jpeg_rate``: share of samples saved
+    as JPEG at the end (quality from ``jpeg_quality``), as most forgeries are; the rest stay
+    lossless. ``split`` picks the photos (see ``PhotoSource``).
+    """
 
     seed: int = 0
     height: int = 256
@@ -43,6 +53,11 @@ class SynthConfig:
     jpeg_quality: tuple[int, int] = (60, 95)
     sources: tuple[str, ...] = ()
     image_format: Literal["png", "jpeg"] = "png"
+    native: bool = False
+    split: str = "all"
+    max_regions: int = 3
+    area: tuple[float, float] = AREA
+    save_jpeg_rate: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(KINDS)
@@ -52,8 +67,14 @@ class SynthConfig:
         if set(self.post_ops) - set(POST_OPS):
             raise DataError(f"unknown post-processing {sorted(set(self.post_ops) - set(POST_OPS))};"
                             f" choose from {', '.join(POST_OPS)}")
-        if not (0.0 <= self.pristine_rate <= 1.0 and 0.0 <= self.post_rate <= 1.0):
-            raise DataError("pristine_rate and post_rate must be in [0, 1]")
+        if not all(0.0 <= r <= 1.0 for r in (self.pristine_rate, self.post_rate,
+                                             self.save_jpeg_rate)):
+            raise DataError("pristine_rate, post_rate and save_jpeg_rate must be in [0, 1]")
+        if self.split not in SPLITS:
+            raise DataError(f"unknown photo split {self.split!r}; choose {', '.join(SPLITS)}")
+        if self.max_regions < 1 or not 0.0 < self.area[0] <= self.area[1] <= 1.0:
+            raise DataError(f"max_regions {self.max_regions} must be >= 1 and area "
+                            f"{self.area} a range within (0, 1]")
         if min(self.height, self.width) < 32:
             raise DataError(f"size {self.height}x{self.width} is too small; use at least 32x32")
         low, high = self.jpeg_quality
@@ -68,8 +89,9 @@ class SynthConfig:
     @classmethod
     def from_json(cls, text: str) -> SynthConfig:
         data = json.loads(text)
-        for key in ("kinds", "post_ops", "jpeg_quality", "sources"):
-            data[key] = tuple(data[key])
+        for key in ("kinds", "post_ops", "jpeg_quality", "sources", "area"):
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -93,6 +115,10 @@ def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, stream)))
 
 
+def _quality(rng: np.random.Generator, config: SynthConfig) -> int:
+    return int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+
+
 def _post_process(image: np.ndarray, rng: np.random.Generator, config: SynthConfig,
                   ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Global trace-hiding operations: the mask is unchanged, the local traces get weaker."""
@@ -103,7 +129,7 @@ def _post_process(image: np.ndarray, rng: np.random.Generator, config: SynthConf
     applied = []
     for name in sorted(config.post_ops[i] for i in chosen):
         if name == "jpeg":
-            quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+            quality = _quality(rng, config)
             image, step = ops.jpeg_roundtrip(image, quality), {"op": name, "quality": quality}
         elif name == "resize":
             scale = float(rng.uniform(0.5, 0.9))
@@ -119,29 +145,61 @@ def _post_process(image: np.ndarray, rng: np.random.Generator, config: SynthConf
     return image, applied
 
 
+def _save(image: np.ndarray, rng: np.random.Generator, config: SynthConfig,
+          ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The forger's final save: JPEG at a random quality, or lossless."""
+    if rng.random() >= config.save_jpeg_rate:
+        return image, []
+    quality = _quality(rng, config)
+    return ops.jpeg_roundtrip(image, quality), [{"op": "save-jpeg", "quality": quality}]
+
+
+def _views(config: SynthConfig, source: PhotoSource, rng: np.random.Generator, photo: int,
+           ) -> tuple[np.ndarray, Any]:
+    """The host view of ``photo`` and a callable drawing a donor view of another photo."""
+    size = (config.height, config.width)
+    if not config.native:
+        view = random_view(source.photo(photo), rng, *size)
+        return view, lambda other: random_view(source.photo(other), rng, *size)
+
+    def donor(other: int) -> np.ndarray:
+        view = random_view(source.photo(other), rng, *size, scale_range=(0.5, 2.0))
+        if rng.random() < 0.5:
+            view = ops.jpeg_roundtrip(view, _quality(rng, config))
+        return view
+
+    return native_view(source.photo(photo), rng, *size), donor
+
+
 def manipulate(config: SynthConfig, index: int, source: PhotoSource | None = None,
                ) -> tuple[np.ndarray, Manipulated | None, dict[str, Any]]:
     """Sample ``index`` before global post-processing: (original view, edit or None, params).
 
     Exposed so tests and users can see that an edit changes pixels only inside its mask.
     """
-    source = source or PhotoSource(config.sources)
+    source = source or PhotoSource(config.sources, config.split)
     rng = sample_rng(config.seed, index)
     photo = int(rng.integers(len(source)))
-    view = random_view(source.photo(photo), rng, config.height, config.width)
+    view, draw_donor = _views(config, source, rng, photo)
     params: dict[str, Any] = {"photo": source.names[photo]}
     if rng.random() < config.pristine_rate:
         return view, None, params
     kind = str(config.kinds[int(rng.integers(len(config.kinds)))])
+    count = int(rng.integers(1, config.max_regions + 1))
+    area = (config.area[0], max(config.area[0], config.area[1] / count))
     donor = None
     if kind == "splice":
         # A different photo when there is one: a splice from the same photo is a copy-move.
         other = (photo + 1 + int(rng.integers(max(1, len(source) - 1)))) % len(source)
-        donor = random_view(source.photo(other), rng, config.height, config.width)
+        donor = draw_donor(other)
         params["donor"] = source.names[other]
-    edited = MANIPULATIONS[kind](view, rng, donor=donor)
-    edited.params = {"kind": kind, **params, **edited.params}
-    return view, edited, edited.params
+    image, mask, regions = view, np.zeros(view.shape[:2], dtype=bool), []
+    for _ in range(count):
+        edited = MANIPULATIONS[kind](image, rng, donor=donor, area=area)
+        image, mask = edited.image, mask | edited.mask
+        regions.append(edited.params)
+    params = {"kind": kind, **params, "regions": regions}
+    return view, Manipulated(image, mask, params), params
 
 
 def generate_sample(config: SynthConfig, index: int, source: PhotoSource | None = None,
@@ -151,6 +209,8 @@ def generate_sample(config: SynthConfig, index: int, source: PhotoSource | None 
     rng = sample_rng(config.seed, index, stream=1)
     image = view if edited is None else edited.image
     image, post = _post_process(image, rng, config)
+    image, saved = _save(image, rng, config)
+    post += saved
     kind = "pristine" if edited is None else params["kind"]
     return Sample(index, image, None if edited is None else edited.mask, kind,
                   {**params, "kind": kind, "post": post})
@@ -176,7 +236,7 @@ class SynthDataset:
         if not 0 <= index < self.length:
             raise IndexError(f"sample {index} outside 0..{self.length - 1}")
         if self._source is None:
-            self._source = PhotoSource(self.config.sources)
+            self._source = PhotoSource(self.config.sources, self.config.split)
         return generate_sample(self.config, self.offset + index, self._source)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +279,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(config: SynthConfig, out: str) -> None:
-    _WORKER.update(config=config, out=Path(out), source=PhotoSource(config.sources))
+    _WORKER.update(config=config, out=Path(out),
+                   source=PhotoSource(config.sources, config.split))
 
 
 def _work(index: int) -> dict[str, Any]:
@@ -251,7 +312,7 @@ def generate(config: SynthConfig, out: str | Path, count: int, workers: int = 1,
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    PhotoSource(config.sources).names  # noqa: B018 - fail early, before forking workers
+    PhotoSource(config.sources, config.split).names  # noqa: B018 - fail early, before forking
     start = time.perf_counter()
     if workers <= 1:
         _init_worker(config, str(out))

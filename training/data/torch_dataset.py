@@ -1,8 +1,10 @@
 """A thin torch ``Dataset`` over any record source: the only torch-aware file of the data code.
 
-Images decode with ``cflnet_sdk.images.load_image`` and become tensors through
-``Contract.preprocess``/``Contract.resize_mask``: the exact functions the runtime uses, so a
-model never trains on pixels prepared differently from the ones it will see in deployment.
+Images decode with ``cflnet_sdk.images.load_image`` and become tensors through the contract:
+resized whole (``Contract.preprocess``/``Contract.resize_mask``) for a resize-mode model, or, for
+a tile-mode model, a random crop of the contract size from ``Contract.input_pixels`` of the
+whole image, on the 8x8 grid the runtime's tiles use. The exact functions the runtime uses, so
+a model never trains on pixels prepared differently from the ones it will see in deployment.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from torch.utils.data import Dataset
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.images import load_image
 from cflnet_sdk.training.data.augment import AugmentConfig, augment
+from cflnet_sdk.training.data.sources import aligned_corner, crop_or_pad
+
+TILE_ALIGN = 8  # tiles start on the 8x8 JPEG grid, in training as at run time
 
 
 class PairSource(Protocol):
@@ -29,8 +34,8 @@ class PairSource(Protocol):
 class ForgeryTorchDataset(Dataset):
     """``(image float32 3xHxW normalised, mask float32 HxW in {0, 1})`` pairs at contract size.
 
-    Augmentation draws from ``SeedSequence(seed, spawn_key=(epoch, index))``: reproducible, and
-    different each epoch once ``set_epoch`` is called.
+    Augmentation and tile crops draw from ``SeedSequence(seed, spawn_key=(epoch, index))``:
+    reproducible, and different each epoch once ``set_epoch`` is called.
     """
 
     def __init__(self, source: PairSource, contract: Contract | None = None,
@@ -49,10 +54,15 @@ class ForgeryTorchDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rgb, mask = self.source.load(index)
         rgb = load_image(rgb)  # arrays from a synthetic source get the same normalisation
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed,
+                                                           spawn_key=(self.epoch, index)))
         if self.augment_config.enabled:
-            rng = np.random.default_rng(np.random.SeedSequence(self.seed,
-                                                               spawn_key=(self.epoch, index)))
             rgb, mask = augment(rgb, mask, rng, self.augment_config)
-        image = torch.from_numpy(self.contract.preprocess(rgb))
-        target = torch.from_numpy(self.contract.resize_mask(mask).astype(np.float32))
-        return image, target
+        contract = self.contract
+        if contract.mode == "tile":
+            corner = aligned_corner(rng, rgb.shape, *contract.size, TILE_ALIGN)
+            pixels = crop_or_pad(contract.input_pixels(rgb), *corner, *contract.size)
+            image, mask = contract.normalize(pixels), crop_or_pad(mask, *corner, *contract.size)
+        else:
+            image, mask = contract.preprocess(rgb), contract.resize_mask(mask)
+        return torch.from_numpy(image), torch.from_numpy(mask.astype(np.float32))
