@@ -1,7 +1,10 @@
 """``Localizer``: load a CFL-Net model once, then localise tampering in any number of images.
 
 Pre- and post-processing come only from the model's own contract, so every backend (torch,
-onnxruntime, tensorrt) sees the same input and returns the same kind of result.
+onnxruntime, tensorrt) sees the same input and returns the same kind of result. An image
+becomes one model input (resize mode, the paper's) or many fixed-size tiles of its own pixels
+(tile mode, :mod:`cflnet_sdk.tiling`); either way the backend only ever sees batches of the
+contract's input shape.
 """
 
 from __future__ import annotations
@@ -10,24 +13,50 @@ import itertools
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from cflnet_sdk.contract import Contract
+from cflnet_sdk.contract import Contract, Mode
 from cflnet_sdk.errors import CFLNetError, ConfigError, EngineCompatibilityError
 from cflnet_sdk.images import ImageInput, load_image
 from cflnet_sdk.prediction import Prediction, image_score
+from cflnet_sdk.tiling import TILE_BATCH, TiledImage
+
+
+class ResizedImage:
+    """One image in resize mode: the whole image resized to one model input."""
+
+    def __init__(self, rgb: np.ndarray, contract: Contract) -> None:
+        self.contract = contract
+        self.size = rgb.shape[:2]
+        self.tensor = contract.preprocess(rgb)
+        self.output: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return 1
+
+    def input(self, index: int) -> np.ndarray:
+        return self.tensor
+
+    def add(self, index: int, probability: np.ndarray) -> None:
+        self.output = probability
+
+    def result(self) -> tuple[np.ndarray, float]:
+        """(probability at the original size, image score of the model-size map)."""
+        assert self.output is not None, "run the model before asking for the result"
+        return (self.contract.restore_probability(self.output, *self.size),
+                image_score(np.clip(self.output, 0.0, 1.0)))
 
 
 @dataclass
 class Prepared:
-    """One decoded image and its model input."""
+    """One decoded image and its model inputs (one, or its tiles), which collect the outputs."""
 
     rgb: np.ndarray
-    tensor: np.ndarray
+    inputs: ResizedImage | TiledImage
     source: str | None
 
 
@@ -37,20 +66,30 @@ class Localizer:
     ``backend`` is "auto" (from the suffix: .safetensors -> torch, .onnx -> onnxruntime,
     .engine/.plan -> tensorrt) or a backend name; ``device`` is "auto", "cpu", "cuda" or
     "cuda:N"; ``threshold`` defaults to the contract's; ``contract`` overrides the file's
-    (needed for raw TensorRT plans). ``predict`` may be called from many threads at once.
+    (needed for raw TensorRT plans). ``mode`` is "resize" (the whole image resized to the
+    model size: fast, the paper's) or "tile" (the image's own pixels in model-size tiles: keeps
+    the traces resizing destroys); None takes the contract's. In tile mode at most
+    ``tile_batch`` tiles go to the backend per call, so memory stays flat on huge photos.
+    ``predict`` may be called from many threads at once.
     """
 
     def __init__(self, path: str | Path | None = None, backend: str = "auto",
                  device: str = "auto", threshold: float | None = None, *,
-                 contract: Contract | None = None, workers: int | None = None) -> None:
+                 mode: Mode | None = None, contract: Contract | None = None,
+                 workers: int | None = None, tile_batch: int = TILE_BATCH) -> None:
         from cflnet_sdk.default_model import require_default_model
         from cflnet_sdk.runtime.base import cpu_count, open_backend
 
+        if tile_batch < 1:
+            raise ConfigError(f"tile_batch must be at least 1, got {tile_batch}")
         self.path = Path(path) if path is not None else require_default_model()
         self.backend = open_backend(self.path, backend, device, contract)
+        self._contract = self.backend.contract if mode is None else \
+            replace(self.backend.contract, mode=mode)
         self.threshold = self.contract.threshold if threshold is None else float(threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"threshold {threshold} is outside [0, 1]")
+        self.tile_batch = tile_batch
         self._lock = None if self.backend.thread_safe else threading.Lock()
         self._workers = workers or min(8, cpu_count())
 
@@ -70,22 +109,32 @@ class Localizer:
 
     @property
     def contract(self) -> Contract:
-        return self.backend.contract
+        """The model's contract, with the mode this Localizer runs in."""
+        return self._contract
+
+    @property
+    def mode(self) -> Mode:
+        return self.contract.mode
 
     def __repr__(self) -> str:
         return (f"Localizer({str(self.path)!r}, backend={self.backend_name!r}, "
-                f"device={self.device!r}, providers={self.providers})")
+                f"device={self.device!r}, providers={self.providers}, mode={self.mode!r})")
 
     # -- single image --------------------------------------------------------------------
     def predict(self, image: ImageInput) -> Prediction:
         """Localise tampering in one image (path, PIL.Image or HxWx3 / HxW uint8 array)."""
         prepared = self.prepare(image)
-        return self.finish(prepared, self.run(prepared.tensor[None])[0])
+        self.infer([prepared])
+        return self.finish(prepared)
 
     # -- many images ---------------------------------------------------------------------
     def predict_batch(self, images: Iterable[ImageInput], batch_size: int = 8
                       ) -> list[Prediction]:
-        """Predictions in input order; one backend call per ``batch_size`` images."""
+        """Predictions in input order.
+
+        Resize mode: one backend call per ``batch_size`` images. Tile mode: the tiles of
+        ``batch_size`` images share backend calls of at most ``tile_batch`` tiles.
+        """
         return list(self.predict_iter(images, batch_size))  # type: ignore[arg-type]
 
     def predict_iter(self, images: Iterable[ImageInput], batch_size: int = 8,
@@ -117,22 +166,37 @@ class Localizer:
                     raise
                 prepared.append(exc)
         good = [p for p in prepared if isinstance(p, Prepared)]
-        outputs: Iterator[np.ndarray] = iter(())
+        outputs: Iterator[Prediction] = iter(())
         if good:
-            probabilities = self.run(np.stack([p.tensor for p in good]))
-            outputs = pool.map(self.finish, good, probabilities)
+            self.infer(good)
+            outputs = pool.map(self.finish, good)
         for item in prepared:
             yield next(outputs) if isinstance(item, Prepared) else item
 
     # -- the steps, public so benchmarks can time them -----------------------------------
     def prepare(self, image: ImageInput) -> Prepared:
-        """Decode and preprocess one image with the model's contract."""
+        """Decode and preprocess one image with the model's contract and mode."""
         rgb = load_image(image)
         source = str(image) if isinstance(image, (str, Path)) else None
-        return Prepared(rgb, self.contract.preprocess(rgb), source)
+        kind = TiledImage if self.mode == "tile" else ResizedImage
+        return Prepared(rgb, kind(rgb, self.contract), source)
+
+    def infer(self, prepared: list[Prepared]) -> None:
+        """Run the model on every input of ``prepared``; each collects its outputs.
+
+        Resize mode: one call for all images. Tile mode: calls of ``tile_batch`` tiles, cut
+        and normalised just before their call, so tiles of several images share a call.
+        """
+        units = [(item.inputs, index) for item in prepared for index in range(len(item.inputs))]
+        step = self.tile_batch if self.mode == "tile" else len(units)
+        for start in range(0, len(units), step):
+            part = units[start:start + step]
+            outputs = self.run(np.stack([inputs.input(index) for inputs, index in part]))
+            for (inputs, index), probability in zip(part, outputs, strict=True):
+                inputs.add(index, probability)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, 3, H, W)`` model input -> ``(N, H, W)`` probabilities, split to ``max_batch``."""
+        """``(N, C, H, W)`` model input -> ``(N, H, W)`` probabilities, split to ``max_batch``."""
         limit = self.backend.max_batch or len(batch)
         parts = [self._run_one(batch[i:i + limit]) for i in range(0, len(batch), limit)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -150,13 +214,11 @@ class Localizer:
                                            "file does not match its contract", self.path)
         return output
 
-    def finish(self, prepared: Prepared, probability: np.ndarray) -> Prediction:
-        """Model-size probability -> Prediction at the original size."""
-        height, width = prepared.rgb.shape[:2]
-        return Prediction(
-            probability=self.contract.restore_probability(probability, height, width),
-            score=image_score(np.clip(probability, 0.0, 1.0)), threshold=self.threshold,
-            image=prepared.rgb, source=prepared.source)
+    def finish(self, prepared: Prepared) -> Prediction:
+        """The collected model outputs -> Prediction at the original size."""
+        probability, score = prepared.inputs.result()
+        return Prediction(probability=probability, score=score, threshold=self.threshold,
+                          image=prepared.rgb, source=prepared.source)
 
     def close(self) -> None:
         """Release the backend's device memory now instead of at garbage collection."""

@@ -8,5 +8,5 @@ PRECISION_KEY = "cflnet.precision"  # fp32 | fp16 | int8
 WEIGHTS_KEY = "cflnet.weights"  # float32 | float16: how weights are stored (compute unchanged)
 FORMAT_KEY = "cflnet.format"  # "checkpoint/1" in safetensors files
 
-INPUT_NAME = "image"  # float32 (N, 3, H, W), normalised by the contract
+INPUT_NAME = "image"  # float32 (N, C, H, W), normalised by the contract (C = its channels)
 OUTPUT_NAME = "probability"  # float32 (N, 1, H, W), tampered-class probability in [0, 1]

@@ -1,7 +1,8 @@
 """The one protocol every runtime backend implements, and the registry that finds them.
 
-A backend turns a batch of contract-normalised images into tampered-class probabilities at the
-model size; decoding, resizing and everything else stays in the shared code, so backends stay
+A backend turns a batch of contract-normalised inputs (whole resized images, or tiles of the
+contract's size) into tampered-class probabilities at the model size; decoding, resizing,
+tiling and everything else stays in the shared code, so backends stay
 small and cannot drift apart. Adding a backend is one file in this folder named
 ``*_backend.py`` that calls :func:`register` at import; the module must not import its heavy
 library at module level (``import cflnet_sdk`` and ``cflnet --help`` stay instant and torch-free).
@@ -26,7 +27,11 @@ from cflnet_sdk.errors import BackendUnavailableError, ModelFileError
 
 @runtime_checkable
 class Backend(Protocol):
-    """A loaded model that runs ``(N, 3, H, W)`` float32 -> ``(N, H, W)`` float32 probabilities."""
+    """A loaded model: ``(N, C, H, W)`` float32 -> ``(N, H, W)`` float32 probabilities.
+
+    ``C`` is ``contract.channels`` (R, G, B, then any error-level channels), ``H x W`` the
+    contract's size.
+    """
 
     name: str  # registry name: "torch", "onnxruntime", "tensorrt"
     device: str  # what actually runs it, e.g. "cpu", "cuda:0"

@@ -128,6 +128,8 @@ def read_contract(session: Any, path: Path, override: Contract | None) -> Contra
     if not fits:
         raise ModelFileError(f"graph input shape {shape} does not fit the contract size "
                              f"{contract.height}x{contract.width}; re-export the model", path)
+    if isinstance(shape[1], int):
+        contract.check_channels(shape[1], path)
     return contract
 
 

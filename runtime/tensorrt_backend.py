@@ -139,7 +139,7 @@ class TensorRTBackend:
         self.profile = [tuple(shape) for shape in
                         engine.get_tensor_profile_shape(self.input_name, 0)]  # min, opt, max
         self.max_batch: int | None = int(self.profile[2][0])
-        self.check_shape((1, 3, *contract.size))
+        self.check_shape((1, contract.channels, *contract.size))
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineCompatibilityError("TensorRT could not create an execution context "

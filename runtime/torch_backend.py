@@ -85,7 +85,9 @@ def open_torch(path: Path, *, device: str = "auto", contract: Contract | None = 
     target = torch_device(device)
     model = load_checkpoint(path, map_location=target)
     network = CFLNetInference(model).eval()
-    return TorchBackend(network, target, contract or model.contract)
+    contract = contract or model.contract
+    contract.check_channels(3 + model.config.extra_channels, path)
+    return TorchBackend(network, target, contract)
 
 
 register(BackendInfo(name="torch", suffixes=(".safetensors",), open=open_torch,

@@ -18,7 +18,7 @@ def test_training_and_runtime_preprocessing_are_identical(tiny_checkpoint, photo
     records = [Record(image=photo_files[kind], mask=None)]
     dataset = ForgeryTorchDataset(ForgeryDataset(records), contract=localizer.contract)
     image, mask = dataset[0]
-    runtime = localizer.prepare(photo_files[kind]).tensor
+    runtime = localizer.prepare(photo_files[kind]).inputs.input(0)
     assert runtime.dtype == np.float32
     assert np.array_equal(image.numpy(), runtime)
     assert mask.shape == localizer.contract.size and not mask.any()
