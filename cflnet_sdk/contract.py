@@ -76,8 +76,7 @@ class Contract:
             problems.append(f"threshold {self.threshold} is outside [0, 1]")
         if self.mode not in ("resize", "tile"):
             problems.append(f"mode {self.mode!r} is not 'resize' or 'tile'")
-        # The overlap only matters in tile mode, so only there is it held to the tile size
-        # (a 64x64 resize-mode model keeps the default overlap).
+        # The overlap only matters in tile mode, so only there is it held to the tile size.
         half = min(self.height, self.width) // 2
         if self.tile_overlap < 0 or self.tile_overlap % 8 or \
                 (self.mode == "tile" and self.tile_overlap > half):
