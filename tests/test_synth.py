@@ -208,6 +208,19 @@ def test_held_out_photos_never_feed_training(tmp_path):
         SynthConfig(split="test")
 
 
+def test_native_hosts_get_a_jpeg_history_on_their_grid_when_asked(tmp_path):
+    from cflnet_sdk.training.data.ops import jpeg_roundtrip
+
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    raw = SynthConfig(seed=3, height=64, width=96, sources=(str(tmp_path),), native=True,
+                      pristine_rate=1.0, post_rate=0.0, jpeg_quality=(75, 75))
+    compressed = SynthConfig(**{**raw.__dict__, "host_jpeg_rate": 1.0})
+    for index in range(3):
+        view = generate_sample(raw, index).image
+        assert np.array_equal(generate_sample(compressed, index).image, jpeg_roundtrip(view, 75))
+
+
 def test_saved_as_jpeg_at_the_end_when_asked():
     config = SynthConfig(seed=8, save_jpeg_rate=1.0, post_rate=0.0, jpeg_quality=(70, 70),
                          **SMALL)

@@ -20,8 +20,10 @@ from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset, PairSour
 from cflnet_sdk.training.train_config import TrainConfig
 
 VAL_SEED_OFFSET = 1_000_003  # the synthetic validation set: same recipe, other samples
-# Tile-mode synthetic data: most forgeries saved as JPEG, fewer hidden by global operations.
-NATIVE_SAVE_JPEG_RATE = 0.6
+# Tile-mode synthetic data: half the hosts JPEG-compressed before the edit, most forgeries
+# saved as JPEG after it, fewer hidden by global operations.
+NATIVE_HOST_JPEG_RATE = 0.5
+NATIVE_SAVE_JPEG_RATE = 0.5
 NATIVE_POST_RATE = 0.3
 
 
@@ -94,6 +96,7 @@ def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
     recipe = SynthConfig(seed=config.seed, height=config.size, width=config.size,
                          kinds=tuple(config.synth_kinds), sources=tuple(config.sources),
                          native=native, split="train",
+                         host_jpeg_rate=NATIVE_HOST_JPEG_RATE if native else 0.0,
                          save_jpeg_rate=NATIVE_SAVE_JPEG_RATE if native else 0.0,
                          post_rate=NATIVE_POST_RATE if native else SynthConfig.post_rate)
     held_out = replace(recipe, seed=config.seed + VAL_SEED_OFFSET, split="held-out")

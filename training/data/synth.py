@@ -36,9 +36,11 @@ class SynthConfig:
     Edits land anywhere (the border may cut them), one to ``max_regions`` per image, each
     covering a share of the image within ``area``, so where an edit sits tells nothing.
     ``native``: the host is a crop of a photo's own pixels on its JPEG grid (what a tile-mode
-    model must learn from) and the splice donor is resampled by a random scale and, half of the
-    time, JPEG-compressed at another quality, so it carries another history; otherwise views
-    are rescaled crops, as for resize-mode models. ``save_jpeg_rate``: share of samples saved
+    model must learn from), JPEG-compressed on that grid before the edit for a share
+    ``host_jpeg_rate`` of samples (as a photo downloaded or shared before it is edited), and
+    the splice donor is resampled by a random scale and, half of the time, JPEG-compressed at
+    another quality, so it carries another history; otherwise views are rescaled crops, as
+    for resize-mode models. ``save_jpeg_rate``: share of samples saved
     as JPEG at the end (quality from ``jpeg_quality``), as most forgeries are; the rest stay
     lossless. ``split`` picks the photos (see ``PhotoSource``).
     """
@@ -58,6 +60,7 @@ class SynthConfig:
     max_regions: int = 3
     area: tuple[float, float] = AREA
     save_jpeg_rate: float = 0.0
+    host_jpeg_rate: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(KINDS)
@@ -68,8 +71,9 @@ class SynthConfig:
             raise DataError(f"unknown post-processing {sorted(set(self.post_ops) - set(POST_OPS))};"
                             f" choose from {', '.join(POST_OPS)}")
         if not all(0.0 <= r <= 1.0 for r in (self.pristine_rate, self.post_rate,
-                                             self.save_jpeg_rate)):
-            raise DataError("pristine_rate, post_rate and save_jpeg_rate must be in [0, 1]")
+                                             self.save_jpeg_rate, self.host_jpeg_rate)):
+            raise DataError("pristine_rate, post_rate, save_jpeg_rate and host_jpeg_rate must "
+                            "be in [0, 1]")
         if self.split not in SPLITS:
             raise DataError(f"unknown photo split {self.split!r}; choose {', '.join(SPLITS)}")
         if self.max_regions < 1 or not 0.0 < self.area[0] <= self.area[1] <= 1.0:
@@ -168,7 +172,10 @@ def _views(config: SynthConfig, source: PhotoSource, rng: np.random.Generator, p
             view = ops.jpeg_roundtrip(view, _quality(rng, config))
         return view
 
-    return native_view(source.photo(photo), rng, *size), donor
+    view = native_view(source.photo(photo), rng, *size)
+    if rng.random() < config.host_jpeg_rate:
+        view = ops.jpeg_roundtrip(view, _quality(rng, config))
+    return view, donor
 
 
 def manipulate(config: SynthConfig, index: int, source: PhotoSource | None = None,
