@@ -34,8 +34,10 @@ def _report(figures: list, label: str) -> bool:
 def onnx_command(
     model: Path = typer.Argument(..., help="Checkpoint (.safetensors) to export."),
     output: Path = typer.Option(..., "-o", "--output", help="The .onnx file to write."),
-    size: int | None = typer.Option(None, "--size", help="Export size (square); default: the "
-                                    "checkpoint's contract size."),
+    size: int | None = typer.Option(None, "--size", help="Export size (square; the tile size "
+                                    "in tile mode); default: the checkpoint's contract size."),
+    mode: str | None = typer.Option(None, "--mode", help="resize | tile: the mode runtimes use "
+                                    "by default; default: the checkpoint's."),
     dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--static",
                                        help="Batch dimension symbolic, or fixed to 1."),
     dynamic_shape: bool = typer.Option(False, "--dynamic-shape",
@@ -60,7 +62,8 @@ def onnx_command(
 
     net, sha = resolve_model(model)
     proto = build_onnx(net, size=size, dynamic_batch=dynamic_batch, dynamic_shape=dynamic_shape,
-                       opset=opset, simplify=simplify, source_sha256=sha)
+                       opset=opset, simplify=simplify, source_sha256=sha,
+                       mode=mode)  # type: ignore[arg-type]
     variant = make_variant(proto, precision, calib=calib, calib_count=calib_count,  # type: ignore[arg-type]
                            int8_target=int8_target)  # type: ignore[arg-type]
     if weights_fp16:
@@ -77,7 +80,8 @@ def onnx_command(
 
 def verify_export(net, output: Path, precision: str, dynamic_batch: bool,
                   dynamic_shape: bool) -> bool:
-    """Random inputs, real photos (and for fp16/int8 the held-out set) against PyTorch."""
+    """Random inputs, real photos (and for fp16/int8 the held-out set) against PyTorch; for a
+    tile-mode model also tile-mode maps of real photos of odd sizes."""
     from cflnet_sdk.contract import Contract
     from cflnet_sdk.export import parity
     from cflnet_sdk.export.onnx import read_metadata
@@ -94,6 +98,10 @@ def verify_export(net, output: Path, precision: str, dynamic_batch: bool,
     atol = parity.DEFAULT_ATOL[precision]
     results = [parity.compare(parity.torch_runner(net), parity.onnx_runner(output), p,
                               contract.threshold, atol) for p in probes]
+    if contract.mode == "tile":
+        results.append(parity.compare_tiled(
+            parity.torch_runner(net), parity.onnx_runner(output), parity.odd_size_photos(),
+            contract, atol, max_batch=None if dynamic_batch else 1))
     return _report(results, f"{output.name} vs PyTorch (pass: max abs error <= {atol}):")
 
 
@@ -104,7 +112,9 @@ def engine_command(
     fp16: bool = typer.Option(False, "--fp16", help="TensorRT 10: allow FP16 kernels."),
     int8: bool = typer.Option(False, "--int8", help="TensorRT 10: INT8 for a Q/DQ ONNX."),
     workspace: float = typer.Option(4.0, "--workspace", help="Builder workspace in GiB."),
-    min_shape: str | None = typer.Option(None, "--min-shape", help="NxCxHxW, e.g. 1x3x256x256"),
+    min_shape: str | None = typer.Option(None, "--min-shape", help="NxCxHxW, e.g. 1x3x256x256 "
+                                         "(default: batch 1..8, opt 1; tile-mode models 1..16, "
+                                         "opt the tile count of a 12 MP photo up to 16)"),
     opt_shape: str | None = typer.Option(None, "--opt-shape", help="NxCxHxW"),
     max_shape: str | None = typer.Option(None, "--max-shape", help="NxCxHxW"),
     timing_cache: Path | None = typer.Option(None, "--timing-cache",
@@ -180,7 +190,11 @@ def check_command(
     max_auc_drop: float | None = typer.Option(None, "--max-auc-drop",
                                               help="Fail if held-out AUC drops more."),
 ) -> None:
-    """Compare an exported model with PyTorch; exit 1 when a tolerance is exceeded."""
+    """Compare an exported model with PyTorch; exit 1 when a tolerance is exceeded.
+
+    Tile-mode models are also compared end to end on tile-mode maps of real photos of odd
+    sizes (three of --images at their own sizes, else crops of a packaged photo).
+    """
     _threads()
     from dataclasses import replace
 
@@ -203,6 +217,11 @@ def check_command(
                 and -item.auc_diff > max_auc_drop:
             item = replace(item, passed=False)
         results.append(item)
+    if contract.mode == "tile":
+        results.append(parity.compare_tiled(
+            parity.torch_runner(net), candidate.runner,
+            parity.odd_size_photos(images, len(parity.ODD_SIZES)), contract, tolerance, rtol,
+            candidate.max_batch))
     label = (f"{model.name} ({candidate.precision}) vs PyTorch {reference.name} "
              f"(pass: max abs error <= {tolerance}, rtol {rtol}):")
     if not _report(results, label):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cflnet_sdk import __version__
-from cflnet_sdk.contract import Contract
+from cflnet_sdk.contract import Contract, Mode
 from cflnet_sdk.errors import ConfigError, ModelFileError
 from cflnet_sdk.fileio import atomic_path, sha256_file
 from cflnet_sdk.metadata import (
@@ -61,8 +62,11 @@ def cpu_float32(model: CFLNet) -> CFLNet:
     return copy.deepcopy(model).float().cpu()
 
 
-def export_contract(contract: Contract, size: Size | None) -> Contract:
-    """The model's contract with the export size (``size`` overrides the trained size)."""
+def export_contract(contract: Contract, size: Size | None, mode: Mode | None = None
+                    ) -> Contract:
+    """The model's contract with the export size and mode (each overrides the trained one)."""
+    if mode is not None:
+        contract = replace(contract, mode=mode)
     if size is None:
         return contract
     height, width = (size, size) if isinstance(size, int) else size
@@ -115,7 +119,7 @@ def trace_to_onnx(network: object, contract: Contract, dynamic_batch: bool,
         axes[0] = "batch"
     if dynamic_shape:
         axes.update({2: "height", 3: "width"})
-    dummy = torch.randn(1, 3, contract.height, contract.width)
+    dummy = torch.randn(1, contract.channels, contract.height, contract.width)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic are expected
@@ -167,7 +171,8 @@ def save_onnx(proto: onnx.ModelProto, output: str | Path) -> Path:
 
 def build_onnx(model: CFLNet | str | Path, *, size: Size | None = None,
                dynamic_batch: bool = True, dynamic_shape: bool = False, opset: int = 17,
-               simplify: bool = True, source_sha256: str | None = None) -> onnx.ModelProto:
+               simplify: bool = True, source_sha256: str | None = None,
+               mode: Mode | None = None) -> onnx.ModelProto:
     """The fp32 model proto with metadata, not yet written (see ``export_onnx``).
 
     ``source_sha256`` names the checkpoint an in-memory model was loaded from.
@@ -178,7 +183,12 @@ def build_onnx(model: CFLNet | str | Path, *, size: Size | None = None,
         raise ConfigError(f"opset {opset} is too old: the exporter needs opset 13 or newer")
     net, own_sha256 = resolve_model(model)
     source_sha256 = own_sha256 if source_sha256 is None else source_sha256
-    contract = export_contract(net.contract, size)
+    contract = export_contract(net.contract, size, mode)
+    contract.check_channels(3 + net.config.extra_channels,
+                            model if isinstance(model, (str, Path)) else None)
+    if contract.mode == "tile" and dynamic_shape:
+        raise ConfigError("a tile-mode model runs fixed tiles of its contract size: export it "
+                          "without --dynamic-shape (only the batch, the tile count, varies)")
     source = cpu_float32(net)
     was_training = source.training
     try:
@@ -196,13 +206,14 @@ def build_onnx(model: CFLNet | str | Path, *, size: Size | None = None,
 
 def export_onnx(model: CFLNet | str | Path, output: str | Path, *, size: Size | None = None,
                 dynamic_batch: bool = True, dynamic_shape: bool = False, opset: int = 17,
-                simplify: bool = True) -> Path:
+                simplify: bool = True, mode: Mode | None = None) -> Path:
     """Export ``CFLNetInference`` of ``model`` (a CFLNet or a ``.safetensors`` path) to ONNX.
 
-    Input ``image`` float32 (N, 3, H, W) normalised by the contract; output ``probability``
-    float32 (N, 1, H, W). ``size`` sets the export height/width written into the contract;
-    ``dynamic_shape`` also lets H and W vary at run time (multiples of 32).
+    Input ``image`` float32 (N, C, H, W) normalised by the contract (C = contract.channels);
+    output ``probability`` float32 (N, 1, H, W). ``size`` sets the export height/width (the
+    tile size in tile mode) written into the contract, ``mode`` the default mode runtimes use;
+    ``dynamic_shape`` also lets H and W vary at run time (multiples of 32; not in tile mode).
     """
     proto = build_onnx(model, size=size, dynamic_batch=dynamic_batch,
-                       dynamic_shape=dynamic_shape, opset=opset, simplify=simplify)
+                       dynamic_shape=dynamic_shape, opset=opset, simplify=simplify, mode=mode)
     return save_onnx(proto, output)

@@ -4,7 +4,8 @@ Polygraphy's Comparator runs both (its OnnxrtRunner / TrtRunner for the export, 
 runner here for PyTorch) on the same inputs and gives the pass/fail verdict with
 ``CompareFunc.simple``; this module adds the figures a user cares about: max and mean absolute
 probability error, mask IoU at the contract threshold, and the change in pixel AUC on images
-with known tampered regions (real photos with synthetic edits).
+with known tampered regions (real photos with synthetic edits). Tile mode is checked end to
+end: every tile of real photos of odd sizes through both, blended into full maps.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ import numpy as np
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import ModelFileError
 from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, OUTPUT_NAME, PRECISION_KEY
+from cflnet_sdk.tiling import TILE_BATCH, TiledImage
 
 HELD_OUT_SEED = 2  # synthetic held-out set; calibration uses seed 1, so they never overlap
 # Default pass/fail tolerance on the max absolute probability error, by precision.
 DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
+# Tile-mode probe sizes (height, width): smaller than a tile, and partial tiles at both edges.
+ODD_SIZES = ((31, 47), (333, 500), (601, 799))
 
 
 # -- probe inputs ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Probes:
-    """Named model inputs (each (N, 3, H, W) float32) and, where known, their true masks."""
+    """Named model inputs (each (N, C, H, W) float32) and, where known, their true masks."""
 
     name: str
     inputs: list[np.ndarray]
@@ -38,7 +42,7 @@ class Probes:
 
 def random_probes(contract: Contract, count: int = 2, batch: int = 1, seed: int = 0) -> Probes:
     rng = np.random.default_rng(seed)
-    shape = (batch, 3, *contract.size)
+    shape = (batch, contract.channels, *contract.size)
     return Probes("random", [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)])
 
 
@@ -75,6 +79,24 @@ def held_out_probes(contract: Contract, count: int = 16, seed: int = HELD_OUT_SE
     return Probes("held-out synthetic edits", inputs, masks)
 
 
+def odd_size_photos(folder: str | Path | None = None, count: int = 3) -> list[np.ndarray]:
+    """Real photos for tile-mode checks: a folder's images as they are, else crops of the
+    largest packaged photo at :data:`ODD_SIZES` (random pixels if no photo is installed)."""
+    from cflnet_sdk.errors import DataError
+    from cflnet_sdk.training.data.sources import PhotoSource
+
+    if folder:
+        from cflnet_sdk.export.precision import folder_images
+
+        return list(folder_images(folder, count))
+    try:
+        source = PhotoSource()
+        photo = max((source.photo(i) for i in range(len(source))), key=lambda p: p.size)
+    except DataError:
+        photo = np.random.default_rng(4).integers(0, 256, (601, 799, 3), dtype=np.uint8)
+    return [np.ascontiguousarray(photo[:height, :width]) for height, width in ODD_SIZES]
+
+
 # -- runners -----------------------------------------------------------------------------------
 def torch_runner(model: Any, name: str = "pytorch") -> Any:
     """A polygraphy runner for the PyTorch inference network."""
@@ -88,7 +110,8 @@ def torch_runner(model: Any, name: str = "pytorch") -> Any:
             self.network = CFLNetInference(model).eval()
 
         def get_input_metadata_impl(self) -> TensorMetadata:
-            return TensorMetadata().add(INPUT_NAME, np.float32, (None, 3, None, None))
+            channels = 3 + model.config.extra_channels
+            return TensorMetadata().add(INPUT_NAME, np.float32, (None, channels, None, None))
 
         def infer_impl(self, feed_dict: dict[str, np.ndarray]) -> OrderedDict:
             import time
@@ -130,11 +153,12 @@ def engine_runner(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A model file to check: its polygraphy runner, contract and precision."""
+    """A model file to check: its polygraphy runner, contract, precision and largest batch."""
 
     runner: Any
     contract: Contract
     precision: str
+    max_batch: int | None = None  # None: any batch
 
 
 def open_candidate(path: str | Path, reference_contract: Contract) -> Candidate:
@@ -145,17 +169,21 @@ def open_candidate(path: str | Path, reference_contract: Contract) -> Candidate:
     if not path.is_file():
         raise ModelFileError("no such model file", path)
     if path.suffix == ".onnx":
-        from cflnet_sdk.export.onnx import read_metadata
+        from cflnet_sdk.export.onnx import load_onnx
 
-        meta = read_metadata(path)
+        proto = load_onnx(path, load_weights=False)
+        meta = {p.key: p.value for p in proto.metadata_props}
         contract = (Contract.from_json(meta[CONTRACT_KEY]) if CONTRACT_KEY in meta
                     else reference_contract)
-        return Candidate(onnx_runner(path), contract, meta.get(PRECISION_KEY, "fp32"))
+        batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        return Candidate(onnx_runner(path), contract, meta.get(PRECISION_KEY, "fp32"),
+                         batch.dim_value if batch.HasField("dim_value") else None)
     if path.suffix in (".engine", ".plan"):
         header, _ = read_engine(path)
         contract = engine_contract(header, path) if header else reference_contract
         precision = header.get("precision", "fp32") if header else "fp32"
-        return Candidate(engine_runner(path), contract, precision)
+        profiles = (header or {}).get("profiles") or [{"max": [1]}]
+        return Candidate(engine_runner(path), contract, precision, int(profiles[0]["max"][0]))
     if path.suffix == ".safetensors":
         from cflnet_sdk.training.checkpoint import load_checkpoint
 
@@ -210,20 +238,22 @@ def mean_pixel_auc(probabilities: Sequence[np.ndarray], masks: Sequence[np.ndarr
 
 
 def figures(probes: Probes, reference: list[np.ndarray], candidate: list[np.ndarray],
-            threshold: float, passed: bool = True) -> Figures:
+            threshold: float, passed: bool = True, images: int | None = None) -> Figures:
+    """Error figures of two lists of maps; ``images`` defaults to the probe inputs' count."""
     ref, cand = np.concatenate([r.ravel() for r in reference]), np.concatenate(
         [c.ravel() for c in candidate])
     error = np.abs(ref.astype(np.float64) - cand)
     aucs: tuple[float | None, float | None] = (None, None)
     if probes.masks is not None:
         aucs = (mean_pixel_auc(reference, probes.masks), mean_pixel_auc(candidate, probes.masks))
-    return Figures(probes.name, sum(len(x) for x in probes.inputs), float(error.max()),
-                   float(error.mean()), mask_iou(ref, cand, threshold), *aucs, passed=passed)
+    count = sum(len(x) for x in probes.inputs) if images is None else images
+    return Figures(probes.name, count, float(error.max()), float(error.mean()),
+                   mask_iou(ref, cand, threshold), *aucs, passed=passed)
 
 
-def compare(reference: Any, candidate: Any, probes: Probes, threshold: float,
-            atol: float, rtol: float = 0.0) -> Figures:
-    """Run both runners on ``probes`` with polygraphy and return the error figures."""
+def run_both(reference: Any, candidate: Any, probes: Probes, atol: float, rtol: float
+             ) -> tuple[list[list[np.ndarray]], bool]:
+    """Both runners' outputs on every probe batch, and polygraphy's verdict on them."""
     from polygraphy.comparator import Comparator, CompareFunc
     from polygraphy.logger import G_LOGGER
 
@@ -233,4 +263,39 @@ def compare(reference: Any, candidate: Any, probes: Probes, threshold: float,
         verdict = Comparator.compare_accuracy(
             results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
     outputs = [[np.array(it[OUTPUT_NAME]) for it in iterations] for _, iterations in results]
-    return figures(probes, outputs[0], outputs[1], threshold, passed=bool(verdict))
+    return outputs, bool(verdict)
+
+
+def compare(reference: Any, candidate: Any, probes: Probes, threshold: float,
+            atol: float, rtol: float = 0.0) -> Figures:
+    """Run both runners on ``probes`` with polygraphy and return the error figures."""
+    outputs, passed = run_both(reference, candidate, probes, atol, rtol)
+    return figures(probes, outputs[0], outputs[1], threshold, passed=passed)
+
+
+def compare_tiled(reference: Any, candidate: Any, images: Sequence[np.ndarray],
+                  contract: Contract, atol: float, rtol: float = 0.0,
+                  max_batch: int | None = None) -> Figures:
+    """Tile-mode maps of ``images`` from both runners: every tile through each, blended.
+
+    The verdict is polygraphy's on the tiles; the figures are on the blended maps, what a
+    user of tile mode gets. Tiles go through in batches of ``TILE_BATCH`` (or the candidate's
+    ``max_batch``, if smaller), as the Localizer sends them.
+    """
+    batch = min(TILE_BATCH, max_batch or TILE_BATCH)
+    tiled = [TiledImage(rgb, contract) for rgb in images]
+    units = [(number, index) for number, image in enumerate(tiled) for index in range(len(image))]
+    chunks = [units[i:i + batch] for i in range(0, len(units), batch)]
+    sizes = ", ".join(f"{h}x{w}" for h, w in (rgb.shape[:2] for rgb in images))
+    probes = Probes(f"tile mode, real photos {sizes}",
+                    [np.stack([tiled[number].input(index) for number, index in chunk])
+                     for chunk in chunks])
+    outputs, passed = run_both(reference, candidate, probes, atol, rtol)
+    maps = []
+    for per_runner in outputs:
+        canvases = [np.zeros_like(image.canvas) for image in tiled]
+        for chunk, output in zip(chunks, per_runner, strict=True):
+            for (number, index), probability in zip(chunk, output[:, 0], strict=True):
+                tiled[number].grid.blend(canvases[number], index, probability)
+        maps.append([np.clip(canvas, 0.0, 1.0) for canvas in canvases])
+    return figures(probes, maps[0], maps[1], contract.threshold, passed, images=len(images))

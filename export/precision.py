@@ -244,15 +244,22 @@ def synthetic_images(count: int, contract: Contract, seed: int = 1) -> Iterator[
 
 def calibration_inputs(contract: Contract, folder: str | Path | None = None,
                        count: int = 64) -> list[np.ndarray]:
-    """``count`` (1, 3, H, W) inputs preprocessed exactly as at run time.
+    """``count`` (1, C, H, W) inputs preprocessed exactly as at run time.
 
-    Without a folder the inputs are packaged photos with synthetic edits: usable, but a
-    folder of the images the model will really see calibrates better.
+    Resize mode: each image resized. Tile mode: each image's centre tile at its own pixels,
+    as the network will see it. Without a folder the inputs are packaged photos with
+    synthetic edits: usable, but a folder of the images the model will really see calibrates
+    better.
     """
+    from cflnet_sdk.tiling import TiledImage
+
     if count < 1:
         raise ConfigError(f"--calib-count {count} must be at least 1")
     images = folder_images(folder, count) if folder else synthetic_images(count, contract)
-    return [contract.preprocess(rgb)[None] for rgb in images]
+    if contract.mode == "resize":
+        return [contract.preprocess(rgb)[None] for rgb in images]
+    tiled = (TiledImage(rgb, contract) for rgb in images)
+    return [image.input(len(image) // 2)[None] for image in tiled]
 
 
 class InputReader:

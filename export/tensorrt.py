@@ -19,6 +19,7 @@ from cflnet_sdk.contract import Contract
 from cflnet_sdk.engine_file import write_engine
 from cflnet_sdk.errors import BackendUnavailableError, ConfigError, ModelFileError
 from cflnet_sdk.metadata import CONFIG_KEY, CONTRACT_KEY, INPUT_NAME, OUTPUT_NAME, PRECISION_KEY
+from cflnet_sdk.tiling import TILE_BATCH, typical_tile_count
 
 TRT_HINT = ("install TensorRT: `pip install cflnet-sdk[tensorrt]` on an x86-64 machine with an "
             "NVIDIA driver, or use the TensorRT that JetPack ships on a Jetson")
@@ -44,13 +45,13 @@ def major_version(version: str) -> int:
 
 
 def parse_shape(text: str) -> Shape:
-    """``"4x3x256x256"`` -> (4, 3, 256, 256), the form trtexec uses."""
+    """``"4x3x256x256"`` -> (4, 3, 256, 256), the form trtexec uses (C: the model's channels)."""
     try:
         dims = tuple(int(part) for part in text.lower().replace(",", "x").split("x"))
     except ValueError:
         dims = ()
-    if len(dims) != 4 or min(dims) < 1 or dims[1] != 3:
-        raise ConfigError(f"shape {text!r} is not NxCxHxW with C=3, e.g. 1x3x256x256")
+    if len(dims) != 4 or min(dims) < 1:
+        raise ConfigError(f"shape {text!r} is not NxCxHxW, e.g. 1x3x256x256")
     return dims  # type: ignore[return-value]
 
 
@@ -113,16 +114,21 @@ def read_onnx_summary(path: str | Path) -> OnnxSummary:
 
 
 def profile_shapes(summary: OnnxSummary, options: BuildOptions) -> tuple[Shape, Shape, Shape]:
-    """(min, opt, max) input shapes: given ones, else batch 1..8 (opt 1) at the contract size.
+    """(min, opt, max) input shapes: given ones, else defaults at the contract's input shape.
 
-    Static dimensions of the ONNX must not be contradicted; dynamic ones are filled in.
+    Resize mode: batch 1..8, opt 1 (one image per call). Tile mode: batch 1..TILE_BATCH (what
+    the Localizer sends per call), opt the tile count of a 12 MP photo capped at the maximum,
+    since a photo's tiles fill every call. Static dimensions of the ONNX must not be
+    contradicted; dynamic ones are filled in.
     """
-    height, width = summary.contract.size
+    contract = summary.contract
+    one = (contract.channels, *contract.size)
     batch_fixed = summary.input_dims[0]
-    default_max = batch_fixed or 8
-    opt = options.opt_shape or (batch_fixed or 1, 3, height, width)
-    low = options.min_shape or (batch_fixed or 1, 3, height, width)
-    high = options.max_shape or (default_max, 3, height, width)
+    tile = contract.mode == "tile"
+    high = options.max_shape or (batch_fixed or (TILE_BATCH if tile else 8), *one)
+    typical = min(typical_tile_count(contract), high[0]) if tile else 1
+    opt = options.opt_shape or (batch_fixed or typical, *one)
+    low = options.min_shape or (batch_fixed or 1, *one)
     shapes = (low, opt, high)
     for axis, fixed in enumerate(summary.input_dims):
         if fixed is not None and any(shape[axis] != fixed for shape in shapes):

@@ -95,7 +95,8 @@ def batching(model: ServedModel, options: TritonOptions) -> int:
     if model.max_batch is not None and options.max_batch > model.max_batch:
         raise ConfigError(f"--max-batch {options.max_batch} exceeds the engine's profile "
                           f"maximum {model.max_batch}; rebuild with --max-shape "
-                          f"{options.max_batch}x3xHxW or lower --max-batch")
+                          f"{options.max_batch}x{model.contract.channels}xHxW or lower "
+                          "--max-batch")
     return options.max_batch
 
 
@@ -123,7 +124,7 @@ def config_text(model: ServedModel, options: TritonOptions) -> str:
         f"platform: {quoted(model.platform)}",
         f"max_batch_size: {max_batch}",
         f"input [\n  {{\n    name: {quoted(INPUT_NAME)}\n    data_type: TYPE_FP32\n"
-        f"    dims: [ {dims_text(model, 3, max_batch)} ]\n  }}\n]",
+        f"    dims: [ {dims_text(model, model.contract.channels, max_batch)} ]\n  }}\n]",
         f"output [\n  {{\n    name: {quoted(OUTPUT_NAME)}\n    data_type: TYPE_FP32\n"
         f"    dims: [ {dims_text(model, 1, max_batch)} ]\n  }}\n]",
         f"instance_group [\n  {{\n    count: {options.instances}\n    kind: {kind}\n  }}\n]",

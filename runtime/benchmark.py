@@ -6,10 +6,14 @@ so the end-to-end overhead is a median of paired ratios, robust to load that com
 Reported: model latency percentiles per batch (and the minimum, the best estimate of an idle
 machine), throughput, end-to-end time of ``predict`` on a real JPEG (decode + preprocessing +
 model + post-processing) and its parts, and memory.
+
+Tile mode (:func:`run_tile_benchmark`) times ``predict`` end to end on photos of given sizes in
+megapixels and reports milliseconds per megapixel and the peak memory of each call.
 """
 
 from __future__ import annotations
 
+import math
 import resource
 import tempfile
 import time
@@ -24,6 +28,7 @@ import numpy as np
 from cflnet_sdk.errors import ConfigError, ModelFileError
 
 E2E_SIZE = (1024, 768)  # width, height of the end-to-end test photo
+MEGAPIXELS = (1.0, 4.0, 12.0)  # tile mode: photo sizes timed by default (4:3, 12 MP = 4000x3000)
 
 
 @dataclass
@@ -51,6 +56,27 @@ class Result:
         return asdict(self)
 
 
+@dataclass
+class TileResult:
+    """One backend on one photo size in tile mode; times in milliseconds."""
+
+    backend: str
+    device: str
+    providers: list[str]
+    model: str
+    megapixels: float
+    width: int
+    height: int
+    tiles: int
+    tile_size: int
+    ms_per_image: float = 0.0  # median end-to-end predict() (decode to Prediction)
+    ms_per_megapixel: float = 0.0
+    peak_rss_mb: float = 0.0  # highest process RSS during one predict() of this photo
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def percentiles(seconds: list[float]) -> tuple[float, float, float]:
     p50, p90, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 90, 99])
     return float(p50), float(p90), float(p99)
@@ -71,8 +97,9 @@ def round_robin(calls: list[Callable[[], Any]], warmup: int, iterations: int
     return times
 
 
-def sample_photo(folder: Path) -> Path:
-    """A 1024x768 JPEG of a natural photo (scikit-image's), or of smooth noise without it."""
+def sample_photo(folder: Path, size: tuple[int, int] = E2E_SIZE) -> Path:
+    """A ``size`` (width, height) JPEG of a natural photo (scikit-image's), or of smooth noise
+    without it."""
     from PIL import Image
 
     try:
@@ -82,13 +109,37 @@ def sample_photo(folder: Path) -> Path:
     except ImportError:
         rng = np.random.default_rng(0)
         pixels = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    path = folder / "benchmark-1024x768.jpg"
-    Image.fromarray(pixels).resize(E2E_SIZE, Image.BICUBIC).save(path, quality=90)
+    path = folder / f"benchmark-{size[0]}x{size[1]}.jpg"
+    Image.fromarray(pixels).resize(size, Image.BICUBIC).save(path, quality=90)
     return path
 
 
+def photo_size(megapixels: float) -> tuple[int, int]:
+    """(width, height) of a 4:3 photo of ``megapixels``."""
+    width = round(math.sqrt(megapixels * 1e6 * 4 / 3))
+    return width, round(width * 3 / 4)
+
+
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process since start or :func:`reset_peak_rss` (Linux
+    VmHWM; elsewhere ``ru_maxrss``, which cannot be reset)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-memory window (Linux: VmHWM back to the current RSS)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:  # not Linux, or not allowed: the peak then covers the whole run
+        pass
 
 
 def gpu_memory_mb(localizer: Any) -> float | None:
@@ -107,7 +158,7 @@ def gpu_memory_mb(localizer: Any) -> float | None:
     return None
 
 
-def model_for(backend: str, models: list[Path], size: int, scratch: Path) -> Path:
+def model_for(backend: str, models: list[Path], size: int | None, scratch: Path) -> Path:
     """The model file a backend should load; exports an ONNX from a checkpoint if needed."""
     from cflnet_sdk.runtime.base import backends
 
@@ -125,12 +176,14 @@ def model_for(backend: str, models: list[Path], size: int, scratch: Path) -> Pat
                          f"{[str(m) for m in models]}; pass one ending in {', '.join(suffixes)}")
 
 
-def open_localizer(model: Path, backend: str, device: str, size: int) -> Any:
-    """A Localizer running at ``size`` x ``size`` (re-opened with that contract if needed)."""
+def open_localizer(model: Path, backend: str, device: str, size: int | None,
+                   mode: str | None = None) -> Any:
+    """A Localizer in ``mode`` running at ``size`` x ``size`` (re-opened with that contract
+    if needed; None keeps the model's size)."""
     from cflnet_sdk.localizer import Localizer
 
-    localizer = Localizer(model, backend=backend, device=device)
-    if localizer.contract.size != (size, size):
+    localizer = Localizer(model, backend=backend, device=device, mode=mode)  # type: ignore[arg-type]
+    if size is not None and localizer.contract.size != (size, size):
         localizer.close()
         localizer = Localizer(model, backend=backend, device=device,
                               contract=localizer.contract.with_size(size, size))
@@ -150,11 +203,10 @@ def stage_times(localizer: Any, photo: Path, iterations: int) -> dict[str, float
 
     contract = localizer.contract
     rgb = load_image(photo)
-    tensor = contract.preprocess(rgb)
-    probability = localizer.run(tensor[None])
     prepared = localizer.prepare(photo)
+    localizer.infer([prepared])
     calls = [lambda: load_image(photo), lambda: contract.preprocess(rgb),
-             lambda: localizer.finish(prepared, probability[0])]
+             lambda: localizer.finish(prepared)]
     times = round_robin(calls, 1, iterations)
     return {name: float(np.median(t) * 1000.0)
             for name, t in zip(("decode", "preprocess", "postprocess"), times, strict=True)}
@@ -175,7 +227,7 @@ def run_benchmark(models: list[Path], backends: list[str], device: str = "auto",
             log(f"loaded {name} ({model}) on {localizers[-1].device}")
         results: list[Result] = []
         for batch_size in batch_sizes:
-            batch = np.stack([localizers[0].prepare(photo).tensor] * batch_size)
+            batch = np.stack([localizers[0].prepare(photo).inputs.input(0)] * batch_size)
             calls = [call for loc in localizers
                      for call in (partial(loc.run, batch), end_to_end(loc, photo, batch_size))]
             times = round_robin(calls, warmup, iterations)
@@ -198,6 +250,51 @@ def run_benchmark(models: list[Path], backends: list[str], device: str = "auto",
     return results
 
 
+def run_tile_benchmark(models: list[Path], backends: list[str], device: str = "auto",
+                       megapixels: tuple[float, ...] = MEGAPIXELS, warmup: int = 1,
+                       iterations: int = 3, log: Callable[[str], None] = print
+                       ) -> list[TileResult]:
+    """Tile-mode ``predict`` of a JPEG of each size through every backend, interleaved."""
+    from cflnet_sdk.tiling import tile_count
+
+    if not backends or not megapixels or min(megapixels) <= 0 or iterations < 1:
+        raise ConfigError("need at least one backend, sizes > 0 megapixels and iterations >= 1")
+    with tempfile.TemporaryDirectory(prefix="cflnet-bench-") as scratch:
+        localizers = []
+        for name in backends:
+            model = model_for(name, models, None, Path(scratch))
+            localizers.append(open_localizer(model, name, device, None, mode="tile"))
+            log(f"loaded {name} ({model}) on {localizers[-1].device}, tile mode")
+        results: list[TileResult] = []
+        for size in megapixels:
+            width, height = photo_size(size)
+            photo = sample_photo(Path(scratch), (width, height))
+            peaks: list[list[float]] = [[] for _ in localizers]
+            calls = [partial(_peak_of, loc.predict, photo, bucket)
+                     for loc, bucket in zip(localizers, peaks, strict=True)]
+            times = round_robin(calls, warmup, iterations)
+            for loc, seconds, bucket in zip(localizers, times, peaks, strict=True):
+                ms = float(np.median(seconds)) * 1000.0
+                tiles = tile_count(height, width, loc.contract)
+                results.append(TileResult(
+                    backend=loc.backend_name, device=loc.device, providers=loc.providers,
+                    model=str(loc.path), megapixels=width * height / 1e6, width=width,
+                    height=height, tiles=tiles, tile_size=loc.contract.height,
+                    ms_per_image=ms, ms_per_megapixel=ms / (width * height / 1e6),
+                    peak_rss_mb=max(bucket)))
+                log(format_tile_row(results[-1]))
+        for loc in localizers:
+            loc.close()
+    return results
+
+
+def _peak_of(call: Callable[..., Any], argument: Any, peaks: list[float]) -> None:
+    """``call(argument)``, appending the peak RSS during it to ``peaks``."""
+    reset_peak_rss()
+    call(argument)
+    peaks.append(peak_rss_mb())
+
+
 HEADER = (f"{'backend':<12} {'device':<7} {'batch':>5} {'min ms':>8} {'p50 ms':>8} "
           f"{'p90 ms':>8} {'p99 ms':>8} {'img/s':>7} {'e2e ms/img':>10} {'overhead':>8} "
           f"{'peak RSS':>9}")
@@ -208,3 +305,13 @@ def format_row(r: Result) -> str:
             f"{r.latency_p50:>8.1f} "
             f"{r.latency_p90:>8.1f} {r.latency_p99:>8.1f} {r.throughput:>7.2f} "
             f"{r.e2e_per_image:>10.1f} {r.e2e_overhead_pct:>7.1f}% {r.peak_rss_mb:>7.0f}MB")
+
+
+TILE_HEADER = (f"{'backend':<12} {'device':<7} {'MP':>5} {'size':>10} {'tiles':>6} "
+               f"{'ms/image':>9} {'ms/MP':>8} {'peak RSS':>9}")
+
+
+def format_tile_row(r: TileResult) -> str:
+    return (f"{r.backend:<12} {r.device:<7} {r.megapixels:>5.1f} "
+            f"{f'{r.width}x{r.height}':>10} {r.tiles:>6} {r.ms_per_image:>9.0f} "
+            f"{r.ms_per_megapixel:>8.1f} {r.peak_rss_mb:>7.0f}MB")

@@ -1,8 +1,12 @@
-"""``cflnet benchmark``: latency, throughput, end-to-end time and memory of each backend."""
+"""``cflnet benchmark``: latency, throughput, end-to-end time and memory of each backend.
+
+In tile mode: end-to-end milliseconds per megapixel and peak memory on photos of given sizes.
+"""
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -25,31 +29,51 @@ def benchmark(
                                 help="Comma-separated: torch,onnxruntime,tensorrt; auto = the "
                                      "backend of each --model's suffix."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Comma-separated batch sizes."),
-    size: int = typer.Option(256, "--size", min=32, help="Input height and width (pixels)."),
+    mode: str = typer.Option("resize", "--mode", help="resize: model latency per batch and "
+                             "end-to-end on a 1024x768 JPEG; tile: end-to-end ms per megapixel "
+                             "on photos of --megapixels."),
+    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Resize mode: comma-separated "
+                                    "batch sizes."),
+    size: int = typer.Option(256, "--size", min=32, help="Resize mode: input height and width "
+                             "(pixels). Tile mode uses the model's tile size."),
+    megapixels: str = typer.Option("1,4,12", "--megapixels", help="Tile mode: comma-separated "
+                                   "photo sizes in megapixels (4:3)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write results as JSON."),
-    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed calls per backend first."),
-    iterations: int = typer.Option(20, "--iterations", min=1, help="Timed calls per backend."),
+    warmup: int | None = typer.Option(None, "--warmup", min=0, help="Untimed calls per backend "
+                                      "first (default 3; 1 in tile mode)."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Timed calls per "
+                                          "backend (default 20; 3 in tile mode)."),
 ) -> None:
     """Run backends side by side in one process (interleaved, so load affects all alike)."""
     from cflnet_sdk.fileio import write_bytes_atomic
     from cflnet_sdk.runtime.base import resolve
-    from cflnet_sdk.runtime.benchmark import HEADER, run_benchmark
+    from cflnet_sdk.runtime.benchmark import (
+        HEADER,
+        TILE_HEADER,
+        run_benchmark,
+        run_tile_benchmark,
+    )
 
     if backend == "auto":
         names = list(dict.fromkeys(resolve(m).name for m in model))
     else:
         names = parse_list(backend, "--backend")
+    if mode not in ("resize", "tile"):
+        raise ConfigError(f"--mode {mode!r} is not 'resize' or 'tile'")
+    tile = mode == "tile"
+    option, text = ("--megapixels", megapixels) if tile else ("--batch-sizes", batch_sizes)
     try:
-        sizes = tuple(int(b) for b in parse_list(batch_sizes, "--batch-sizes"))
+        sizes = [(float if tile else int)(b) for b in parse_list(text, option)]
     except ValueError as exc:
-        raise ConfigError(f"--batch-sizes {batch_sizes!r}: integers expected") from exc
-    typer.echo(HEADER)
-    results = run_benchmark(list(model), names, device=device, batch_sizes=sizes, size=size,
-                            warmup=warmup, iterations=iterations,
-                            log=lambda line: typer.echo(line))
+        raise ConfigError(f"{option} {text!r}: numbers expected") from exc
+    warmup = (1 if tile else 3) if warmup is None else warmup
+    iterations = (3 if tile else 20) if iterations is None else iterations
+    typer.echo(TILE_HEADER if tile else HEADER)
+    run = run_tile_benchmark if tile else partial(run_benchmark, size=size)
+    results = run(list(model), names, device, tuple(sizes), warmup=warmup,
+                  iterations=iterations, log=lambda line: typer.echo(line))
     for r in results:
-        if r.stages:
+        if getattr(r, "stages", None):
             parts = ", ".join(f"{k} {v:.1f} ms" for k, v in r.stages.items())
             typer.echo(f"{r.backend} end-to-end stages ({r.size}x{r.size} model, 1024x768 "
                        f"JPEG): {parts}")

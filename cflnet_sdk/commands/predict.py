@@ -126,6 +126,9 @@ def predict(
     backend: str = typer.Option("auto", "--backend",
                                 help="auto (from the suffix), torch, onnxruntime or tensorrt."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    mode: str | None = typer.Option(None, "--mode", help="resize (whole image at the model "
+                                    "size: fast) or tile (the image's own pixels in model-size "
+                                    "tiles: keeps fine traces); default: the model's."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per model call."),
     threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                            help="Mask threshold (default: the model's)."),
@@ -146,9 +149,11 @@ def predict(
     files, problems = expand_inputs(paths)
     for problem in problems:
         typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
-    localizer = Localizer(model, backend=backend, device=device, threshold=threshold)
+    localizer = Localizer(model, backend=backend, device=device, threshold=threshold,
+                          mode=mode)  # type: ignore[arg-type]
     typer.echo(f"{localizer.backend_name} on {localizer.device} "
-               f"({', '.join(localizer.providers)}): {len(files)} image(s) -> {out}", err=True)
+               f"({', '.join(localizer.providers)}), {localizer.mode} mode: {len(files)} "
+               f"image(s) -> {out}", err=True)
     out.mkdir(parents=True, exist_ok=True)
     records, failures = [], len(problems)
     stems = output_stems(files)
