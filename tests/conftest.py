@@ -74,3 +74,52 @@ def photo_files(tmp_path_factory) -> dict[str, Path]:
     Image.fromarray(photo_array("chelsea")).save(files["png"])
     Image.fromarray(photo_array("camera")[..., 0]).save(files["gray"])
     return files
+
+
+@pytest.fixture(scope="session")
+def tile_model(torch_threads):
+    """A very small CFL-Net (timm's ``test_resnet`` trunks) with a 128x128 tile-mode contract,
+    cheap enough to run every tile of a 6-megapixel photo in a test."""
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.training.config import CFLNetConfig
+    from cflnet_sdk.training.model import CFLNet
+
+    torch = torch_threads
+    torch.manual_seed(0)
+    model = CFLNet(CFLNetConfig(backbone="test_resnet", aspp_channels=16, embedding_dim=8))
+    model.train()
+    with torch.no_grad():  # BN running statistics that are not 0/1
+        for _ in range(3):
+            model(torch.randn(2, 3, 128, 128))
+    model.contract = Contract(height=128, width=128, mode="tile", tile_overlap=32)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tile_checkpoint(tile_model, tmp_path_factory) -> Path:
+    from cflnet_sdk.training.checkpoint import save_checkpoint
+
+    return save_checkpoint(tile_model, tmp_path_factory.mktemp("tile") / "tile.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tile_onnx(tile_checkpoint, tmp_path_factory) -> Path:
+    from cflnet_sdk.export.onnx import export_onnx
+
+    return export_onnx(tile_checkpoint, tmp_path_factory.mktemp("tile-onnx") / "tile.onnx")
+
+
+@pytest.fixture(scope="session")
+def ela_checkpoint(torch_threads, tmp_path_factory) -> Path:
+    """The small tile-mode CFL-Net with one error-level input channel (JPEG quality 90)."""
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.training.checkpoint import save_checkpoint
+    from cflnet_sdk.training.config import CFLNetConfig
+    from cflnet_sdk.training.model import CFLNet
+
+    torch_threads.manual_seed(1)
+    model = CFLNet(CFLNetConfig(backbone="test_resnet", aspp_channels=16, embedding_dim=8,
+                                extra_channels=1)).eval()
+    contract = Contract(height=128, width=128, mode="tile", ela_qualities=(90,))
+    path = tmp_path_factory.mktemp("ela") / "ela.safetensors"
+    return save_checkpoint(model, path, contract=contract)
