@@ -221,6 +221,8 @@ def open_tensorrt(path: Path, *, device: str = "auto", contract: Contract | None
     if header is not None:
         check_engine_header(header, trt.__version__, cuda.identity(index), path)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    if header is not None and header.get("version_compatible"):
+        runtime.engine_host_code_allowed = True  # the plan embeds its lean runtime (host code)
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         built = {k: v for k, v in (header or {}).items() if k != "contract"}

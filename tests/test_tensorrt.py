@@ -146,3 +146,21 @@ def test_build_and_run_engine(tiny_model, tmp_path, precision):
                      random_probes(Contract(64, 64), batch=2), 0.5,
                      atol={"fp32": 1e-3, "fp16": 1e-2}[precision])
     assert result.passed and np.isfinite(result.max_abs)
+
+
+@pytest.mark.gpu
+def test_version_compatible_engine_loads_in_the_runtime(tiny_model, tmp_path):
+    """Its plan embeds TensorRT's lean runtime, which loads only where host code is allowed."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install "
+                                           "cflnet-sdk[tensorrt] on a machine with a GPU)")
+    import numpy as np
+
+    from cflnet_sdk import Localizer
+    from cflnet_sdk.export.onnx import export_onnx
+    from cflnet_sdk.export.tensorrt import BuildOptions, build_engine
+
+    onnx_path = export_onnx(tiny_model, tmp_path / "m.onnx", size=64, simplify=False)
+    engine = build_engine(onnx_path, tmp_path / "m.engine", BuildOptions(version_compatible=True))
+    assert read_engine(engine)[0]["version_compatible"] is True
+    probability = Localizer(engine).predict(np.zeros((64, 64, 3), np.uint8)).probability
+    assert probability.shape == (64, 64) and np.isfinite(probability).all()
