@@ -63,14 +63,26 @@ def uses() -> list[Use]:
     return collect(ROOT, [p for p in python_files(ROOT) if p.resolve() not in CHECKER])
 
 
+FETCHED: dict[tuple[str, str], Bindings | DownloadError] = {}
+
+
 def bindings(package: str, version: str) -> Bindings:
-    try:
-        return load(package, version)
-    except DownloadError as exc:
-        if exc.unreachable:
+    """The release's names; once the index proved unreachable, later ones skip at once."""
+    offline = next((r for r in FETCHED.values()
+                    if isinstance(r, DownloadError) and r.unreachable), None)
+    if (package, version) not in FETCHED and offline is None:
+        try:
+            FETCHED[(package, version)] = load(package, version)
+        except DownloadError as exc:
+            FETCHED[(package, version)] = exc
+    result = FETCHED.get((package, version), offline)
+    if isinstance(result, DownloadError):
+        if result.unreachable:
             pytest.skip(f"the package index cannot be reached, so the TensorRT bindings cannot "
-                        f"be checked: {exc}")
-        raise
+                        f"be checked: {result}")
+        raise result
+    assert result is not None
+    return result
 
 
 def names_of(use: Use, major: int) -> set[str]:
