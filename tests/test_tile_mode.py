@@ -175,3 +175,20 @@ def test_cflnet_benchmark_reports_milliseconds_per_megapixel_in_tile_mode(tile_o
             row["ms_per_image"] / (row["width"] * row["height"] / 1e6))
         assert row["peak_rss_mb"] > 0
     assert "ms/MP" in out.output
+
+
+def test_cflnet_evaluate_mode_option(tile_onnx, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from cflnet_sdk.training.data.readers import open_dataset, read_mask
+    from cflnet_sdk.training.data.synth import SynthConfig, generate
+    from cflnet_sdk.training.evaluate import evaluate
+
+    generate(SynthConfig(seed=3, height=150, width=200, pristine_rate=0.0), tmp_path, 3)
+    records = list(open_dataset(tmp_path))
+    for mode in ("resize", "tile"):
+        result = evaluate(tile_onnx, tmp_path, device="cpu", mode=mode)
+        localizer = Localizer(tile_onnx, mode=mode)
+        aucs = [roc_auc_score(read_mask(r.mask, r.polarity).ravel(),
+                              localizer.predict(r.image).probability.ravel()) for r in records]
+        assert result.metrics["pixel_auc"] == pytest.approx(np.mean(aucs), abs=1e-9)

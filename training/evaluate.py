@@ -208,12 +208,14 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto") -> Baseli
 
 def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
              device: str = "auto", data_format: str = "auto", batch_size: int = 8,
-             examples: int = 0, baselines: BaselineRun | None = None) -> Evaluation:
+             examples: int = 0, baselines: BaselineRun | None = None,
+             mode: str | None = None) -> Evaluation:
     """Predict every image of ``data`` with ``model`` and score it against its mask.
 
     Beside the model's metrics, overall and per kind: each training-free baseline's mean AUC on
     the same images and the share of images the model beats it on (``Comparison``).
     ``baselines`` (``evaluate_baselines`` of the same data) is computed here when not given.
+    ``mode`` ("resize" or "tile") overrides the model's contract.
     """
     from cflnet_sdk.localizer import Localizer
     from cflnet_sdk.training.data.readers import open_dataset
@@ -225,7 +227,8 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
     unreadable = len(dataset.problems)
     keeper = ExampleKeeper(examples) if examples else None
     comparisons: dict[str, Comparison] = defaultdict(Comparison)  # "" = every image
-    with Localizer(model, backend=backend, device=device) as localizer:
+    with Localizer(model, backend=backend, device=device,
+                   mode=mode) as localizer:  # type: ignore[arg-type]
         tally = KindMetrics(localizer.threshold)
         results = localizer.predict_iter([str(r.image) for r in dataset], batch_size,
                                          errors="return")

@@ -17,6 +17,8 @@ def evaluate(
     backend: str = typer.Option("auto", "--backend", help="auto (from the suffix), torch, "
                                 "onnxruntime or tensorrt."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    mode: str | None = typer.Option(None, "--mode", help="resize or tile (the image's own "
+                                    "pixels in model-size tiles); default: each model's."),
     data_format: str = typer.Option("auto", "--format", help="Dataset layout (auto, manifest, "
                                     "paired, imd2020, casia, nist16, columbia, coverage)."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per call."),
@@ -61,7 +63,8 @@ def evaluate(
         for data_path in data:
             result = run(model_path, data_path, backend=backend, device=device,
                          data_format=data_format, batch_size=batch_size,
-                         examples=examples if plots else 0, baselines=baselines[data_path])
+                         examples=examples if plots else 0, baselines=baselines[data_path],
+                         mode=mode)
             console.print(f"{model_path.name} on {data_path}: {result.metrics['images']} "
                           f"images, {result.backend} on {result.device}, "
                           f"{result.seconds:.1f} s")
