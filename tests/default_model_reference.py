@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 REFERENCE = Path(__file__).parent / "data" / "default_model_reference.json"
+REFERENCE_IMAGE = Path(__file__).parent / "data" / "default_model_reference.png"
 
 
 def reference_image() -> np.ndarray:
-    """A generated splice at 256x192 (seed 7777, sample 3): same pixels on every machine."""
-    from cflnet_sdk.training.data.synth import SynthConfig, generate_sample
+    """A synthetic splice at 256x192, kept as a file so generator changes cannot move the pin."""
+    from cflnet_sdk.images import load_image
 
-    return generate_sample(SynthConfig(seed=7777, height=192, width=256, pristine_rate=0.0,
-                                       kinds=("splice",)), 3).image
+    return load_image(REFERENCE_IMAGE)
 
 
 def answer(localizer) -> dict[str, float]:
