@@ -8,6 +8,7 @@ for the common 8-bit RGB file.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cflnet_sdk.errors import ImageError
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | bytes
 
 _ORIENTATION = 0x0112  # EXIF tag
 MAX_PIXELS = 100_000_000  # 10k x 10k; larger is almost surely a bomb or a mistake
@@ -30,8 +31,10 @@ def load_image(source: ImageInput) -> np.ndarray:
         return _from_pil(source, name="<PIL.Image>")
     if isinstance(source, (str, os.PathLike)):
         return _from_file(Path(source))
-    raise ImageError(f"unsupported image type {type(source).__name__}; "
-                     "pass a file path, a PIL.Image or an HxWx3 uint8 RGB numpy array")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _from_bytes(bytes(source))
+    raise ImageError(f"unsupported image type {type(source).__name__}; pass a file path, "
+                     "encoded file bytes, a PIL.Image or an HxWx3 uint8 RGB numpy array")
 
 
 def _from_file(path: Path) -> np.ndarray:
@@ -39,12 +42,24 @@ def _from_file(path: Path) -> np.ndarray:
         raise ImageError("no such image file; check the path", path)
     if path.stat().st_size == 0:
         raise ImageError("the file is empty (0 bytes); re-copy or re-export the image", path)
+    return _decode(path, str(path))
+
+
+def _from_bytes(data: bytes) -> np.ndarray:
+    """Encoded file contents (JPEG, PNG ...) as a client sends them to a server."""
+    if not data:
+        raise ImageError("the image bytes are empty; send the contents of an image file")
+    return _decode(io.BytesIO(data), "<image bytes>")
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
+    path = name if isinstance(source, Path) else None  # bytes: no file to name in errors
     try:
         # Pillow refuses files over 2x its own limit here; _from_pil applies MAX_PIXELS to the
         # header's size before any pixel is decoded. (No warnings.catch_warnings: it changes
         # process-wide state and is not thread-safe, and files are decoded in a thread pool.)
-        with Image.open(path) as image:
-            return _from_pil(image, name=str(path))
+        with Image.open(source) as image:
+            return _from_pil(image, name=name)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
