@@ -7,7 +7,17 @@ import sys
 import typer
 
 from cflnet_sdk import __version__
-from cflnet_sdk.commands import benchmark, data, demo, evaluate, official, predict, synth, train
+from cflnet_sdk.commands import (
+    benchmark,
+    data,
+    demo,
+    evaluate,
+    official,
+    predict,
+    serve,
+    synth,
+    train,
+)
 from cflnet_sdk.errors import CFLNetError
 
 
@@ -43,6 +53,7 @@ app.command("synth")(synth.synth)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 app.add_typer(data.app, name="data")
 
 
