@@ -148,21 +148,46 @@ def engine_command(
 
 @app.command("triton")
 def triton_command(
-    model: Path = typer.Argument(..., help=".onnx, .engine, or a .safetensors to export first."),
+    model: Path = typer.Argument(..., help=".onnx, .engine, or a .safetensors to export first "
+                                 "(served as is with --backend python)."),
     output: Path = typer.Option(..., "-o", "--output", help="Model repository folder."),
     name: str = typer.Option("cflnet", "--name", help="Model name in the repository."),
+    backend: str = typer.Option("native", "--backend", help="native (onnxruntime_onnx or "
+                                "tensorrt_plan on model tensors), python (the whole pipeline: "
+                                "image bytes in, map out) or ensemble (python pre/post steps "
+                                "around the native model)."),
     max_batch: int = typer.Option(16, "--max-batch", help="Triton max_batch_size."),
     instances: int = typer.Option(1, "--instances", help="Model instances per device."),
     dynamic_batching: bool = typer.Option(True, "--dynamic-batching/--no-dynamic-batching"),
     kind: str = typer.Option("gpu", "--kind", help="gpu | cpu instances."),
     trt_accelerator: str = typer.Option("none", "--trt-accelerator",
                                         help="ONNX on GPU: none | fp32 | fp16 TensorRT EP."),
+    answer: str = typer.Option("probability", "--answer", help="python/ensemble: probability "
+                               "(float32 map) or mask (PNG bytes)."),
+    mode: str | None = typer.Option(None, "--mode", help="python/ensemble: resize or tile; "
+                                    "default: the model's."),
+    max_queue: int = typer.Option(64, "--max-queue", help="python: requests that may wait "
+                                  "(0: unbounded)."),
 ) -> None:
-    """Write a Triton model repository (onnxruntime_onnx or tensorrt_plan) with config.pbtxt."""
+    """Write a Triton model repository: the native model with config.pbtxt, the whole pipeline
+    as a Python-backend model, or an ensemble of both."""
     import tempfile
 
     from cflnet_sdk.export.triton import TritonOptions, write_triton_repository
 
+    if backend not in ("native", "python", "ensemble"):
+        raise ConfigError(f"--backend {backend!r} is not native, python or ensemble")
+    if backend == "python":
+        from cflnet_sdk.serving.repository import PythonModelOptions, write_python_repository
+
+        target = write_python_repository(model, output, PythonModelOptions(
+            name=name, max_batch=max_batch if dynamic_batching else 0, instances=instances,
+            kind=kind, output=answer, mode=mode, max_queue=max_queue))  # type: ignore[arg-type]
+        typer.echo(f"wrote {target}/config.pbtxt and {target}/1/ (model.py, the cflnet_sdk "
+                   f"runtime, {model.name})")
+        typer.echo(f"serve: tritonserver --model-repository={output.resolve()}  (its Python "
+                   "needs numpy, Pillow and the model's runtime)")
+        return
     options = TritonOptions(name=name, max_batch=max_batch, instances=instances,
                             dynamic_batching=dynamic_batching, kind=kind,  # type: ignore[arg-type]
                             accelerator=trt_accelerator)
@@ -172,8 +197,16 @@ def triton_command(
             from cflnet_sdk.export.onnx import export_onnx
 
             model = export_onnx(model, Path(scratch) / "model.onnx")
-        target = write_triton_repository(model, output, options)
-    typer.echo(f"wrote {target}/config.pbtxt and {target}/1/")
+        if backend == "ensemble":
+            from cflnet_sdk.export.triton_ensemble import write_ensemble_repository
+
+            target = write_ensemble_repository(model, output, options, answer,  # type: ignore[arg-type]
+                                               mode)  # type: ignore[arg-type]
+            typer.echo(f"wrote the ensemble {target.name} ({name}_pre -> {name}_model -> "
+                       f"{name}_post) in {output}")
+        else:
+            target = write_triton_repository(model, output, options)
+            typer.echo(f"wrote {target}/config.pbtxt and {target}/1/")
     typer.echo(f"serve: tritonserver --model-repository={output.resolve()}")
 
 
