@@ -112,6 +112,23 @@ def test_collector_sees_the_tensorrt_code(uses):
     assert typed == {frozenset({10})}, "the TensorRT 10 branch of parse_network was not seen"
 
 
+def test_collector_reads_version_branches_and_follows_values(tmp_path):
+    (tmp_path / "snippet.py").write_text(
+        "import tensorrt as trt\n\n"
+        "class Holder:\n    def __init__(self, module):\n        self.module = module\n\n"
+        "    def use(self):\n        return self.module.ViaSelf\n\n"
+        "def build(major):\n    if major >= 11:\n        trt.Only11\n    else:\n"
+        "        trt.Only10\n    if major < 11:\n        return trt.Early10\n"
+        "    trt.After11\n    if hasattr(trt, 'Maybe'):\n        trt.Maybe.x(keyword=1)\n\n"
+        "Holder(trt).use()\n")
+    seen = {(u.name, tuple(sorted(u.majors)), u.optional, u.kind) for u in collect(tmp_path)}
+    assert seen == {("ViaSelf", (10, 11), False, "attribute"), ("Only11", (11,), False,
+                    "attribute"), ("Only10", (10,), False, "attribute"),
+                    ("Early10", (10,), False, "attribute"), ("After11", (11,), False,
+                    "attribute"), ("Maybe", (11,), True, "attribute"),
+                    ("x", (11,), False, "attribute"), ("keyword", (11,), False, "keyword")}
+
+
 def test_every_dynamic_name_resolves(uses):
     unresolved = [f"{u.where}: {u.text}" for u in uses if u.kind == "dynamic"
                   and (u.where.rsplit(":", 1)[0], u.text) not in DYNAMIC]
