@@ -21,6 +21,7 @@ import ast
 import importlib.machinery
 import importlib.util
 import operator
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,9 +66,12 @@ class Ctx:
 
 def python_files(root: Path) -> list[Path]:
     """Every project source file: outside hidden, virtual-env and build folders."""
-    return sorted(p for p in root.rglob("*.py")
-                  if not any(part.startswith(".") or part in SKIP_DIRS
-                             for part in p.relative_to(root).parts[:-1]))
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS
+                   and not (Path(folder) / d / "pyvenv.cfg").exists()]
+        found += [Path(folder) / f for f in files if f.endswith(".py")]
+    return sorted(found)
 
 
 def version_split(test: ast.expr) -> tuple[frozenset[int], bool] | None:
