@@ -226,3 +226,22 @@ def test_saved_as_jpeg_at_the_end_when_asked():
                          **SMALL)
     sample = generate_sample(config, 0)
     assert sample.params["post"] == [{"op": "save-jpeg", "quality": 70}]
+
+
+def test_cli_synth_native_held_out(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(
+            photos / f"p{i:02d}.jpg", quality=80)
+    out = tmp_path / "synth"
+    result = subprocess.run([CFLNET, "synth", "--out", str(out), "--count", "5", "--size", "64",
+                             "--native", "--split", "held-out", "--sources", str(photos)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    saved = SynthConfig.from_json((out / "synth_config.json").read_text())
+    assert saved.native and saved.split == "held-out" and saved.post_rate == 0.3
+    held_out = set(sources.PhotoSource((str(photos),), "held-out").names)
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {line["parameters"]["photo"] for line in lines} <= held_out

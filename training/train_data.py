@@ -20,11 +20,6 @@ from cflnet_sdk.training.data.torch_dataset import ForgeryTorchDataset, PairSour
 from cflnet_sdk.training.train_config import TrainConfig
 
 VAL_SEED_OFFSET = 1_000_003  # the synthetic validation set: same recipe, other samples
-# Tile-mode synthetic data: half the hosts JPEG-compressed before the edit, most forgeries
-# saved as JPEG after it, fewer hidden by global operations.
-NATIVE_HOST_JPEG_RATE = 0.5
-NATIVE_SAVE_JPEG_RATE = 0.5
-NATIVE_POST_RATE = 0.3
 
 
 class EpochSampler(Sampler[int]):
@@ -85,20 +80,17 @@ class DataSources:
 def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
     """Fresh synthetic forgeries of the training photos; validation from held-out photos.
 
-    A tile-mode model learns from native crops (``SynthConfig.native``), most saved as JPEG.
+    A tile-mode model learns from native crops (``synth.NATIVE_RECIPE``).
     """
     from dataclasses import replace
 
-    from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
+    from cflnet_sdk.training.data.synth import NATIVE_RECIPE, SynthConfig, SynthDataset
 
     block = config.steps_per_epoch * config.batch_size * world
     native = config.mode == "tile"
     recipe = SynthConfig(seed=config.seed, height=config.size, width=config.size,
                          kinds=tuple(config.synth_kinds), sources=tuple(config.sources),
-                         native=native, split="train",
-                         host_jpeg_rate=NATIVE_HOST_JPEG_RATE if native else 0.0,
-                         save_jpeg_rate=NATIVE_SAVE_JPEG_RATE if native else 0.0,
-                         post_rate=NATIVE_POST_RATE if native else SynthConfig.post_rate)
+                         split="train", **(NATIVE_RECIPE if native else {}))
     held_out = replace(recipe, seed=config.seed + VAL_SEED_OFFSET, split="held-out")
     val = SynthDataset(held_out, length=config.val_samples) if config.val_samples else None
     photos = ", ".join(config.sources) or "packaged photos"

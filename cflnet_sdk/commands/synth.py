@@ -19,8 +19,14 @@ def synth(
                               help="Comma-separated manipulations to draw from."),
     pristine_rate: float = typer.Option(0.1, "--pristine-rate", help="Share of unedited "
                                         "images (mask null)."),
-    post_rate: float = typer.Option(0.5, "--post-rate", help="Share of samples that get global "
-                                    "trace-hiding post-processing."),
+    post_rate: float | None = typer.Option(None, "--post-rate", help="Share of samples that "
+                                           "get global trace-hiding post-processing (default "
+                                           "0.5; 0.3 with --native)."),
+    native: bool = typer.Option(False, "--native", help="Native crops of the photos' own "
+                                "pixels with JPEG histories before and after the edit: the "
+                                "data a tile-mode model trains on."),
+    split: str = typer.Option("all", "--split", help="Photos to use: all, train or held-out "
+                              "(one in ten by file name: what `cflnet train` validates on)."),
     post: str = typer.Option("jpeg,resize,blur,noise", "--post",
                              help="Comma-separated global post-processing to draw from."),
     jpeg_quality: str = typer.Option("60-95", "--jpeg-quality", help="JPEG post-processing "
@@ -34,18 +40,25 @@ def synth(
 ) -> None:
     """Generate synthetic forgeries (splice, copy-move, removal, enhance) with exact masks."""
     from cflnet_sdk.errors import DataError
-    from cflnet_sdk.training.data.synth import SynthConfig, generate, parse_list, parse_size
+    from cflnet_sdk.training.data.synth import (
+        NATIVE_RECIPE,
+        SynthConfig,
+        generate,
+        parse_list,
+        parse_size,
+    )
 
     height, width = parse_size(size)
     try:
         low, high = (int(v) for v in jpeg_quality.split("-"))
     except ValueError as exc:
         raise DataError(f"--jpeg-quality {jpeg_quality!r} is not LOW-HIGH, e.g. 60-95") from exc
+    chosen = {"post_rate": post_rate} if post_rate is not None else {}
     config = SynthConfig(seed=seed, height=height, width=width, kinds=parse_list(kinds),
-                         pristine_rate=pristine_rate, post_rate=post_rate,
-                         post_ops=parse_list(post), jpeg_quality=(low, high),
-                         sources=tuple(str(s) for s in sources or ()),
-                         image_format=image_format)  # type: ignore[arg-type]
+                         pristine_rate=pristine_rate, post_ops=parse_list(post),
+                         jpeg_quality=(low, high), sources=tuple(str(s) for s in sources or ()),
+                         image_format=image_format, split=split,  # type: ignore[arg-type]
+                         **{**(NATIVE_RECIPE if native else {}), **chosen})
     report = generate(config, out, count, workers=workers, preview=preview)
     kinds_text = ", ".join(f"{k}={v}" for k, v in sorted(report.kinds.items()))
     typer.echo(f"wrote {report.count} samples to {report.out} in {report.seconds:.1f} s "

@@ -25,6 +25,11 @@ from cflnet_sdk.training.data.manipulations import AREA, KINDS, MANIPULATIONS, M
 from cflnet_sdk.training.data.sources import SPLITS, PhotoSource, native_view, random_view
 
 POST_OPS = ("jpeg", "resize", "blur", "noise")
+# What a tile-mode model trains on (``cflnet train --mode tile``, ``cflnet synth --native``):
+# native crops, half the hosts JPEG-compressed before the edit, half the forgeries saved as
+# JPEG after it, fewer hidden by global operations than by default.
+NATIVE_RECIPE: dict[str, Any] = {"native": True, "host_jpeg_rate": 0.5, "save_jpeg_rate": 0.5,
+                                 "post_rate": 0.3}
 MANIFEST = "manifest.jsonl"
 CONFIG_FILE = "synth_config.json"
 
