@@ -91,7 +91,7 @@ def run_demo(out: str | Path, count: int = 6, seed: int = 2026,
              model: str | Path | None = None) -> DemoResult:
     """Localise ``count`` fresh synthetic forgeries with ``model`` (default: the shipped one)."""
     from cflnet_sdk import Localizer
-    from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
+    from cflnet_sdk.training.data.synth import NATIVE_RECIPE, SynthConfig, SynthDataset
     from cflnet_sdk.training.metrics import MetricAccumulator
 
     out = Path(out)
@@ -99,7 +99,9 @@ def run_demo(out: str | Path, count: int = 6, seed: int = 2026,
     trained = model is not None or default_model_path() is not None
     model_path = Path(model) if model else default_model_path() or untrained_model(out, 256)
     localizer = Localizer(model_path)
-    config = SynthConfig(seed=seed, height=384, width=512, pristine_rate=0.0)
+    # Edits anywhere in the frame; a tile-mode model sees native crops, as it was trained on.
+    native = NATIVE_RECIPE if localizer.contract.mode == "tile" else {}
+    config = SynthConfig(seed=seed, height=288, width=384, pristine_rate=0.0, **native)
     samples = list(SynthDataset(config, length=count))
     predictions = localizer.predict_batch([s.image for s in samples], batch_size=count)
     metrics = MetricAccumulator(threshold=localizer.threshold)
