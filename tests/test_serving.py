@@ -27,7 +27,7 @@ from tests.conftest import photo_array
 
 if importlib.util.find_spec("pytriton") is None:
     pytest.skip("the Triton server comes with the nvidia-pytriton wheel: pip install "
-                "'cflnet-sdk[serve]' (Linux, Python 3.8-3.13)", allow_module_level=True)
+                "'cflnet-sdk[serve]' (Linux, Python 3.10-3.13)", allow_module_level=True)
 http = pytest.importorskip("tritonclient.http", reason="pip install tritonclient[http]")
 grpc = pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient[grpc]")
 from tritonclient.utils import InferenceServerException  # noqa: E402

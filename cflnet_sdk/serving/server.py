@@ -77,7 +77,7 @@ def bundled_triton() -> tuple[Path, Path]:
     if spec is None or spec.origin is None:
         raise BackendUnavailableError("serving needs the Triton server of the nvidia-pytriton "
                                       "wheel: pip install 'cflnet-sdk[serve,cpu]' (Linux x86-64 "
-                                      "or arm64, Python 3.8-3.13)")
+                                      "or arm64, Python 3.10-3.13)")
     root = Path(spec.origin).parent / "tritonserver"
     libs = Path(spec.origin).parent.parent / "nvidia_pytriton.libs"
     if not (root / "bin" / "tritonserver").is_file() or not libs.is_dir():
@@ -106,7 +106,7 @@ def prepare_backends(root: Path, workdir: Path) -> Path:
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise BackendUnavailableError(f"the nvidia-pytriton wheel has no Python backend stub "
-                                      f"for Python {version}; use Python 3.8-3.13", stub)
+                                      f"for Python {version}; use Python 3.10-3.13", stub)
     backends = workdir / "backends"
     shutil.copytree(root / "backends", backends, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
