@@ -1,7 +1,7 @@
 """Serving throughput: a model through Triton (what `cflnet serve` runs, HTTP with binary
 tensors) against `Localizer.predict` in-process, at 1, 4 and 8 concurrent clients.
 
-Usage: python scripts/bench_serving.py [--model PATH] [--requests 96]
+Usage: python scripts/bench_serving.py [--model PATH] [--requests 96] [--instances 1]
 Prints one Markdown row per (path, clients): requests/s, p50 and p99 latency; then the server's
 load time and resident memory (tritonserver plus its Python stub).
 """
@@ -75,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--instances", type=int, default=1, help="Model instances.")
     args = parser.parse_args()
     model = args.model or require_default_model()
     buffer = io.BytesIO()
@@ -85,7 +86,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         repository = Path(scratch) / "repository"
-        write_python_repository(model, repository, PythonModelOptions(max_batch=8))
+        write_python_repository(model, repository, PythonModelOptions(max_batch=8,
+                                                                          instances=args.instances))
         where = ServerOptions("127.0.0.1", free_port(), free_port(), free_port())
         started = time.perf_counter()
         with TritonServer(repository, scratch, where, log=Path(scratch) / "log") as server:
@@ -104,8 +106,8 @@ def main() -> None:
             print("| path | clients | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|")
             for clients in (1, 4, 8):
                 rps, p50, p99 = run(client, clients, args.requests)
-                print(f"| Triton (cflnet serve, HTTP) | {clients} | {rps:.1f} | {p50:.1f} | "
-                      f"{p99:.1f} |", flush=True)
+                print(f"| Triton (cflnet serve, HTTP, {args.instances} instance(s)) | {clients} "
+                      f"| {rps:.1f} | {p50:.1f} | {p99:.1f} |", flush=True)
             busy_mb = rss_mb(server.pid)
         localizer = Localizer(model, device="cpu")
         run(lambda: lambda: localizer.predict(payload), 1, 8)
