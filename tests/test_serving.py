@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -293,6 +294,35 @@ def test_exported_python_repository_serves_masks(default_model, triton, tmp_path
             png = request_image(client, payload).as_numpy("mask_png")[0, 0]
             mask = np.asarray(Image.open(io.BytesIO(png)))
             np.testing.assert_array_equal(mask, localizer.predict(payload).mask)
+
+
+def test_bounded_queue_refuses_at_once_and_admin_endpoints_are_closed(default_model, triton,
+                                                                     tmp_path, payloads):
+    from cflnet_sdk.serving.repository import PythonModelOptions, write_python_repository
+
+    write_python_repository(default_model, tmp_path / "repo",
+                            PythonModelOptions(max_batch=1, max_queue=1))
+    server = triton(tmp_path / "repo")
+
+    def one(_: int) -> str:
+        with http.InferenceServerClient(server.options.http_url) as client:
+            try:
+                request_image(client, payloads["png"])
+                return "answered"
+            except InferenceServerException as exc:
+                return f"{exc.status()} {exc.message()}"
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(one, range(12)))
+    assert "answered" in outcomes
+    assert set(outcomes) - {"answered"}, "12 requests at once never overflowed a queue of 1"
+    assert all(o == "answered" or (o.startswith("503") and "Exceeds maximum queue size" in o)
+               for o in outcomes), outcomes
+    index = urllib.request.Request(f"http://{server.options.http_url}/v2/repository/index",
+                                   data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(index, timeout=5)
+    assert refused.value.code == 403
 
 
 def standin_ensemble(model: Path, repository: Path, **options) -> None:
