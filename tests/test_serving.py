@@ -296,6 +296,22 @@ def test_exported_python_repository_serves_masks(default_model, triton, tmp_path
             np.testing.assert_array_equal(mask, localizer.predict(payload).mask)
 
 
+def test_checkpoint_served_by_torch(triton, tmp_path, payloads):
+    pytest.importorskip("torch", reason="a .safetensors model runs on the torch backend")
+    from cflnet_sdk.default_model import DEFAULT_MODEL
+    from cflnet_sdk.serving.repository import write_python_repository
+
+    checkpoint = DEFAULT_MODEL.with_suffix(".safetensors")
+    write_python_repository(checkpoint, tmp_path / "repo")
+    assert (tmp_path / "repo" / "cflnet" / "1" / "cflnet_sdk" / "training" / "model.py").is_file()
+    server = triton(tmp_path / "repo")
+    expected = Localizer(checkpoint, device="cpu").predict(payloads["jpeg"])
+    with http.InferenceServerClient(server.options.http_url) as client:
+        result = request_image(client, payloads["jpeg"])
+    np.testing.assert_allclose(result.as_numpy("probability")[0], expected.probability,
+                               rtol=0, atol=1e-5)
+
+
 def test_bounded_queue_refuses_at_once_and_admin_endpoints_are_closed(default_model, triton,
                                                                      tmp_path, payloads):
     from cflnet_sdk.serving.repository import PythonModelOptions, write_python_repository

@@ -3,9 +3,10 @@
 steps of an ensemble.
 
 Each model folder is self-contained: ``config.pbtxt``, ``1/model.py``, a copy of the
-``cflnet_sdk`` runtime modules in ``1/cflnet_sdk`` (no training, export or CLI code is needed)
-and, for the whole pipeline, the model file itself. A stock Triton needs only numpy, Pillow
-and the model's runtime (onnxruntime, tensorrt or torch) in its Python backend's environment.
+``cflnet_sdk`` runtime modules in ``1/cflnet_sdk`` (the network's modules too for a checkpoint;
+no data, export or CLI code) and, for the whole pipeline, the model file itself. A stock Triton
+needs only numpy, Pillow and the model's runtime (onnxruntime, tensorrt, or torch and timm) in
+its Python backend's environment.
 """
 
 from __future__ import annotations
@@ -93,15 +94,21 @@ def python_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec]
     return "\n".join(lines + parameters_text(params)) + "\n"
 
 
-def copy_runtime(version_dir: Path) -> None:
-    """Copy ``cflnet_sdk``'s own modules, its runtime backends and this serving package (the
-    stage folders sit elsewhere in a checkout, so each is found through its import path)."""
+def copy_runtime(version_dir: Path, torch_model: bool = False) -> None:
+    """Copy ``cflnet_sdk``'s own modules, its runtime backends and this serving package, plus
+    the network's modules for a checkpoint (the torch backend builds the model from them). The
+    stage folders sit elsewhere in a checkout, so each is found through its import path."""
     import cflnet_sdk
     import cflnet_sdk.runtime
     import cflnet_sdk.serving
 
-    for package, target in ((cflnet_sdk, "cflnet_sdk"), (cflnet_sdk.runtime, "cflnet_sdk/runtime"),
-                            (cflnet_sdk.serving, "cflnet_sdk/serving")):
+    packages = [(cflnet_sdk, "cflnet_sdk"), (cflnet_sdk.runtime, "cflnet_sdk/runtime"),
+                (cflnet_sdk.serving, "cflnet_sdk/serving")]
+    if torch_model:
+        import cflnet_sdk.training
+
+        packages.append((cflnet_sdk.training, "cflnet_sdk/training"))
+    for package, target in packages:
         (version_dir / target).mkdir(parents=True)
         for source in Path(package.__file__).parent.glob("*.py"):
             shutil.copyfile(source, version_dir / target / source.name)
@@ -116,7 +123,7 @@ def write_model_folder(repository: Path, name: str, config: str,
     staging = target.with_name(f".{name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     version = staging / "1"
-    copy_runtime(version)
+    copy_runtime(version, torch_model=any(f.suffix == ".safetensors" for f in files))
     for source in files:
         shutil.copyfile(source, version / source.name)
     (staging / "config.pbtxt").write_text(config, encoding="utf-8")
