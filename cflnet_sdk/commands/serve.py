@@ -72,9 +72,10 @@ def serve(
         started = time.perf_counter()
         try:
             server.start(timeout_s=600)
-            typer.echo(f"serving {path} as model {name!r} ({time.perf_counter() - started:.1f} s "
-                       f"to load): http://{where.http_url} grpc {where.grpc_url} metrics "
-                       f"http://{where.client_host}:{metrics_port}/metrics; Ctrl-C stops")
+            typer.echo(f"serving {path} as model {name!r} on {address} ("
+                       f"{time.perf_counter() - started:.1f} s to load): http://{where.http_url} "
+                       f"grpc {where.grpc_url} metrics http://{where.client_host}:{metrics_port}"
+                       "/metrics; Ctrl-C stops")
             while server.process is not None and server.process.poll() is None:
                 time.sleep(0.5)
             status = server.process.returncode if server.process else None
