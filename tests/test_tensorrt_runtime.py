@@ -173,3 +173,16 @@ def test_engine_path_never_imports_torch(engine_file, photo_files):
                          timeout=300, check=True)
     shape, torch_modules = json.loads(out.stdout.strip().splitlines()[-1])
     assert shape == [512, 512] and torch_modules == []
+
+
+def test_tile_mode_engine_matches_onnxruntime(tile_onnx, tmp_path):
+    reference = Localizer(tile_onnx, device="cpu")
+    plan = build_plan(tile_onnx, 128, 128, max_batch=16)
+    engine = write_engine(tmp_path / "tile.engine", plan, header(reference.contract))
+    loc = Localizer(engine)
+    assert loc.mode == "tile" and loc.backend.max_batch == 16
+    rgb = np.ascontiguousarray(photo_array("coffee")[:333, :500])
+    a, b = loc.predict(rgb), reference.predict(rgb)
+    assert a.probability.shape == (333, 500)
+    assert np.abs(a.probability - b.probability).max() <= TOLERANCE
+    loc.close()
