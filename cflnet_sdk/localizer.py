@@ -26,20 +26,16 @@ from cflnet_sdk.prediction import Prediction, image_score
 from cflnet_sdk.tiling import TILE_BATCH, TiledImage
 
 
-class ResizedImage:
-    """One image in resize mode: the whole image resized to one model input."""
+class ResizedOutput:
+    """The model-size map of an image in resize mode, brought back to the image's size."""
 
-    def __init__(self, rgb: np.ndarray, contract: Contract) -> None:
+    def __init__(self, size: tuple[int, int], contract: Contract) -> None:
         self.contract = contract
-        self.size = rgb.shape[:2]
-        self.tensor = contract.preprocess(rgb)
+        self.size = size
         self.output: np.ndarray | None = None
 
     def __len__(self) -> int:
         return 1
-
-    def input(self, index: int) -> np.ndarray:
-        return self.tensor
 
     def add(self, index: int, probability: np.ndarray) -> None:
         self.output = probability
@@ -49,6 +45,17 @@ class ResizedImage:
         assert self.output is not None, "run the model before asking for the result"
         return (self.contract.restore_probability(self.output, *self.size),
                 image_score(np.clip(self.output, 0.0, 1.0)))
+
+
+class ResizedImage(ResizedOutput):
+    """One image in resize mode: the whole image resized to one model input."""
+
+    def __init__(self, rgb: np.ndarray, contract: Contract) -> None:
+        super().__init__(rgb.shape[:2], contract)
+        self.tensor = contract.preprocess(rgb)
+
+    def input(self, index: int) -> np.ndarray:
+        return self.tensor
 
 
 @dataclass

@@ -120,31 +120,22 @@ class TileGrid:
         canvas[y:y + h, x:x + w] += (self.weights(index) * probability)[:h, :w]
 
 
-class TiledImage:
-    """One image in tile mode: cuts its normalised tiles and blends their probabilities.
+class TileCanvas:
+    """Blends the probabilities of an image's tiles back into one map at the image's size.
 
-    The input channels (colour and error levels) are computed once on the whole image, then
-    each tile is cut from that uint8 array and normalised on its own, so memory holds the
-    image's uint8 channels and one float32 map, never a full-size float32 input.
+    Needs only the image's size, so a server's post-processing step, which never sees the
+    pixels, assembles exactly what ``Localizer`` does.
     """
 
-    def __init__(self, rgb: np.ndarray, contract: Contract) -> None:
+    def __init__(self, size: tuple[int, int], contract: Contract) -> None:
         self.contract = contract
-        self.size = rgb.shape[:2]
-        pixels = contract.input_pixels(rgb)
-        height, width = downscaled_size(*self.size, contract.max_pixels)
-        if (height, width) != self.size:
-            pixels = contract.resize_to(pixels, height, width)
-        self.pixels = pixels
-        self.grid = TileGrid.for_contract(height, width, contract)
-        self.canvas = np.zeros((height, width), dtype=np.float32)
+        self.size = size
+        self.grid = TileGrid.for_contract(*downscaled_size(*size, contract.max_pixels),
+                                          contract)
+        self.canvas = np.zeros((self.grid.height, self.grid.width), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.grid)
-
-    def input(self, index: int) -> np.ndarray:
-        """CxHxW float32 model input of tile ``index``."""
-        return self.contract.normalize(self.grid.cut(self.pixels, index))
 
     def add(self, index: int, probability: np.ndarray) -> None:
         self.grid.blend(self.canvas, index, probability)
@@ -155,6 +146,26 @@ class TiledImage:
         if probability.shape != self.size:  # max_pixels shrank the image: the only resampling
             probability = self.contract.restore_probability(probability, *self.size)
         return probability, image_score(probability)
+
+
+class TiledImage(TileCanvas):
+    """One image in tile mode: cuts its normalised tiles and blends their probabilities.
+
+    The input channels (colour and error levels) are computed once on the whole image, then
+    each tile is cut from that uint8 array and normalised on its own, so memory holds the
+    image's uint8 channels and one float32 map, never a full-size float32 input.
+    """
+
+    def __init__(self, rgb: np.ndarray, contract: Contract) -> None:
+        super().__init__(rgb.shape[:2], contract)
+        pixels = contract.input_pixels(rgb)
+        if pixels.shape[:2] != self.canvas.shape:
+            pixels = contract.resize_to(pixels, *self.canvas.shape)
+        self.pixels = pixels
+
+    def input(self, index: int) -> np.ndarray:
+        """CxHxW float32 model input of tile ``index``."""
+        return self.contract.normalize(self.grid.cut(self.pixels, index))
 
 
 def tile_count(height: int, width: int, contract: Contract) -> int:

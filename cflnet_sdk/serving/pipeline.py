@@ -19,9 +19,8 @@ from PIL import Image
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import CFLNetError, ConfigError, ImageError
 from cflnet_sdk.images import load_image
-from cflnet_sdk.localizer import Localizer, ResizedImage
-from cflnet_sdk.prediction import image_score
-from cflnet_sdk.tiling import TiledImage, TileGrid, downscaled_size
+from cflnet_sdk.localizer import Localizer, ResizedImage, ResizedOutput
+from cflnet_sdk.tiling import TileCanvas, TiledImage
 
 INPUT = "image_bytes"
 PROBABILITY, MASK_PNG, SCORE, SIZE = "probability", "mask_png", "score", "size"
@@ -122,19 +121,13 @@ def prepare(payload: bytes, contract: Contract, max_tiles: int | None,
 def assemble(outputs: np.ndarray, size: np.ndarray, contract: Contract
              ) -> tuple[np.ndarray, float]:
     """Model outputs [N, (1,) H, W] of one image -> (probability at its size, image score),
-    as ``ResizedImage.result`` and ``TiledImage.result`` compute them from the same outputs."""
+    collected exactly as ``Localizer`` collects them."""
     maps = outputs.reshape(len(outputs), *contract.size)
-    height, width = (int(v) for v in size)
-    if contract.mode == "resize":
-        return (contract.restore_probability(maps[0], height, width),
-                image_score(np.clip(maps[0], 0.0, 1.0)))
-    grid = TileGrid.for_contract(*downscaled_size(height, width, contract.max_pixels), contract)
-    if len(maps) != len(grid):
-        raise ImageError(f"{len(maps)} tile outputs for an image of {len(grid)} tiles")
-    canvas = np.zeros((grid.height, grid.width), dtype=np.float32)
+    image_size = (int(size[0]), int(size[1]))
+    collected = TileCanvas(image_size, contract) if contract.mode == "tile" else \
+        ResizedOutput(image_size, contract)
+    if len(maps) != len(collected):
+        raise ImageError(f"{len(maps)} model outputs for an image that takes {len(collected)}")
     for index, probability in enumerate(maps):
-        grid.blend(canvas, index, probability)
-    probability = np.clip(canvas, 0.0, 1.0, out=canvas)
-    if probability.shape != (height, width):
-        probability = contract.restore_probability(probability, height, width)
-    return probability, image_score(probability)
+        collected.add(index, probability)
+    return collected.result()
