@@ -110,6 +110,11 @@ class Localizer:
         return self.backend.device
 
     @property
+    def precision(self) -> str:
+        """What the model file computes in: fp32, fp16, int8-cpu or int8-tensorrt."""
+        return self.backend.precision
+
+    @property
     def providers(self) -> list[str]:
         """ONNX Runtime execution providers in use (verified), else the backend's name."""
         return list(getattr(self.backend, "providers", [self.backend.name]))

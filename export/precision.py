@@ -22,7 +22,13 @@ import numpy as np
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import BackendUnavailableError, ConfigError, DataError
-from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, PRECISION_KEY, WEIGHTS_KEY
+from cflnet_sdk.metadata import (
+    CONTRACT_KEY,
+    INPUT_NAME,
+    INT8_TARGET_KEY,
+    PRECISION_KEY,
+    WEIGHTS_KEY,
+)
 
 if TYPE_CHECKING:
     import onnx
@@ -32,7 +38,6 @@ Int8Target = Literal["tensorrt", "cpu"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 INT8_TARGETS: tuple[str, ...] = ("tensorrt", "cpu")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-INT8_TARGET_KEY = "cflnet.int8_target"  # tensorrt | cpu, beside PRECISION_KEY in int8 files
 ORT_HINT = "install ONNX Runtime: `pip install cflnet-sdk[cpu]` (or `[gpu]`)"
 
 

@@ -36,6 +36,7 @@ class Backend(Protocol):
     name: str  # registry name: "torch", "onnxruntime", "tensorrt"
     device: str  # what actually runs it, e.g. "cpu", "cuda:0"
     contract: Contract  # preprocessing the model expects
+    precision: str  # what the file computes in: fp32, fp16, int8-cpu, int8-tensorrt (reports)
     max_batch: int | None  # largest batch one run() accepts; None = unlimited
     thread_safe: bool  # True if run() may be called from several threads at once
 

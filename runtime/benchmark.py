@@ -9,6 +9,10 @@ model + post-processing) and its parts, and memory.
 
 Tile mode (:func:`run_tile_benchmark`) times ``predict`` end to end on photos of given sizes in
 megapixels and reports milliseconds per megapixel and the peak memory of each call.
+
+Every model file given is timed, each as its own row named by file and precision: comparing an
+fp32 file with its INT8 variant on one backend is the usual case, so a backend may appear
+several times, and a file that cannot be run is an error naming it, never dropped.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cflnet_sdk.errors import ConfigError, ModelFileError
+from cflnet_sdk.errors import CFLNetError, ConfigError, ModelFileError
 
 E2E_SIZE = (1024, 768)  # width, height of the end-to-end test photo
 MEGAPIXELS = (1.0, 4.0, 12.0)  # tile mode: photo sizes timed by default (4:3, 12 MP = 4000x3000)
@@ -33,12 +37,13 @@ MEGAPIXELS = (1.0, 4.0, 12.0)  # tile mode: photo sizes timed by default (4:3, 1
 
 @dataclass
 class Result:
-    """One backend at one batch size; times in milliseconds."""
+    """One model file on one backend at one batch size; times in milliseconds."""
 
     backend: str
     device: str
     providers: list[str]
     model: str
+    precision: str  # fp32, fp16, int8-cpu, int8-tensorrt (Localizer.precision)
     batch_size: int
     size: int
     latency_p50: float = 0.0
@@ -58,12 +63,13 @@ class Result:
 
 @dataclass
 class TileResult:
-    """One backend on one photo size in tile mode; times in milliseconds."""
+    """One model file on one backend on one photo size in tile mode; times in milliseconds."""
 
     backend: str
     device: str
     providers: list[str]
     model: str
+    precision: str
     megapixels: float
     width: int
     height: int
@@ -158,36 +164,83 @@ def gpu_memory_mb(localizer: Any) -> float | None:
     return None
 
 
-def model_for(backend: str, models: list[Path], size: int | None, scratch: Path) -> Path:
-    """The model file a backend should load; exports an ONNX from a checkpoint if needed."""
-    from cflnet_sdk.runtime.base import backends
+def plan_runs(models: list[Path], backends: list[str] | None, size: int | None,
+              scratch: Path) -> list[tuple[Path, str]]:
+    """(model file, backend) pairs to time, in the order given: every file gets a row.
 
-    suffixes = backends()[backend].suffixes
+    ``backends`` None: each file on the backend of its suffix. A list: each file on every
+    listed backend that opens it; a checkpoint also on onnxruntime, through an ONNX exported
+    here, when onnxruntime is listed and no ``.onnx`` file is given. A file that no listed
+    backend runs, and a listed backend that no file is for, are errors naming them.
+    """
+    from cflnet_sdk.runtime.base import resolve
+
+    if backends is None:
+        return [(model, resolve(model).name) for model in models]
+    infos = [resolve("", name) for name in backends]  # an unknown name fails here
+    export = "onnxruntime" in backends and not any(m.suffix.lower() == ".onnx" for m in models)
+    runs: list[tuple[Path, str]] = []
     for model in models:
-        if model.suffix.lower() in suffixes:
-            return model
-    checkpoints = [m for m in models if m.suffix.lower() == ".safetensors"]
-    if backend == "onnxruntime" and checkpoints:
-        from cflnet_sdk.export.onnx import export_onnx
+        suffix = model.suffix.lower()
+        found = [(model, info.name) for info in infos if suffix in info.suffixes]
+        if export and suffix == ".safetensors":
+            onnx = scratch / f"{model.stem}-{len(runs)}.onnx"
+            found.append((exported_onnx(model, onnx, size), "onnxruntime"))
+        if not found:
+            raise ModelFileError(f"none of the backends {', '.join(backends)} runs this file; "
+                                 f"add --backend {resolve(model).name}, or leave --backend out "
+                                 "to run each file on the backend of its suffix", model)
+        runs += found
+    for info in infos:
+        if all(name != info.name for _, name in runs):
+            raise ModelFileError(f"no model file for the {info.name} backend among "
+                                 f"{[str(m) for m in models]}; pass one ending in "
+                                 f"{', '.join(info.suffixes)}")
+    return runs
 
-        return export_onnx(checkpoints[0], scratch / f"{checkpoints[0].stem}-{size}.onnx",
-                           size=size)
-    raise ModelFileError(f"no model file for the {backend} backend among "
-                         f"{[str(m) for m in models]}; pass one ending in {', '.join(suffixes)}")
+
+def exported_onnx(checkpoint: Path, output: Path, size: int | None) -> Path:
+    """The checkpoint exported to ONNX (at ``size``, if given) for the onnxruntime backend."""
+    from cflnet_sdk.export.onnx import export_onnx
+
+    return export_onnx(checkpoint, output, size=size)
 
 
 def open_localizer(model: Path, backend: str, device: str, size: int | None,
                    mode: str | None = None) -> Any:
     """A Localizer in ``mode`` running at ``size`` x ``size`` (re-opened with that contract
-    if needed; None keeps the model's size)."""
+    if needed; None keeps the model's size) that has run one input: a file that cannot be
+    benchmarked fails here, by name, before any timing starts."""
     from cflnet_sdk.localizer import Localizer
 
-    localizer = Localizer(model, backend=backend, device=device, mode=mode)  # type: ignore[arg-type]
-    if size is not None and localizer.contract.size != (size, size):
-        localizer.close()
-        localizer = Localizer(model, backend=backend, device=device,
-                              contract=localizer.contract.with_size(size, size))
+    try:
+        localizer = Localizer(model, backend=backend, device=device, mode=mode)  # type: ignore[arg-type]
+        if size is not None and localizer.contract.size != (size, size):
+            localizer.close()
+            localizer = Localizer(model, backend=backend, device=device,
+                                  contract=localizer.contract.with_size(size, size))
+        contract = localizer.contract
+        localizer.run(np.zeros((1, contract.channels, *contract.size), np.float32))
+    except CFLNetError as exc:
+        if exc.path is not None:
+            raise
+        raise type(exc)(f"cannot benchmark it on {backend}: {exc}", model) from exc
+    except Exception as exc:  # the backend library's own error types, raised at run time
+        raise ModelFileError(f"{backend} loaded it but could not run it ({type(exc).__name__}: "
+                             f"{str(exc)[:300]}); check it with `cflnet-export check`",
+                             model) from exc
     return localizer
+
+
+def open_all(runs: list[tuple[Path, str]], device: str, size: int | None, mode: str | None,
+             log: Callable[[str], None]) -> list[Any]:
+    """A Localizer per run, in order, each announced with its file, precision and device."""
+    localizers = []
+    for model, backend in runs:
+        localizers.append(open_localizer(model, backend, device, size, mode))
+        log(f"loaded {model.name} ({localizers[-1].precision}) on {backend}, "
+            f"{localizers[-1].device}" + (f", {mode} mode" if mode else ""))
+    return localizers
 
 
 def end_to_end(localizer: Any, photo: Path, batch_size: int) -> Callable[[], Any]:
@@ -212,24 +265,23 @@ def stage_times(localizer: Any, photo: Path, iterations: int) -> dict[str, float
             for name, t in zip(("decode", "preprocess", "postprocess"), times, strict=True)}
 
 
-def run_benchmark(models: list[Path], backends: list[str], device: str = "auto",
+def run_benchmark(models: list[Path], backends: list[str] | None = None, device: str = "auto",
                   batch_sizes: tuple[int, ...] = (1, 8), size: int = 256, warmup: int = 3,
                   iterations: int = 20, log: Callable[[str], None] = print) -> list[Result]:
-    """Benchmark every backend at every batch size; see the module docstring."""
-    if not backends or not batch_sizes or min(batch_sizes) < 1 or iterations < 1:
-        raise ConfigError("need at least one backend, batch sizes >= 1 and iterations >= 1")
+    """Benchmark every model file (on ``backends``, None: its suffix's) at every batch size;
+    see the module docstring and :func:`plan_runs`."""
+    if not models or not batch_sizes or min(batch_sizes) < 1 or iterations < 1:
+        raise ConfigError("need at least one model, batch sizes >= 1 and iterations >= 1")
     with tempfile.TemporaryDirectory(prefix="cflnet-bench-") as scratch:
         photo = sample_photo(Path(scratch))
-        localizers = []
-        for name in backends:
-            model = model_for(name, models, size, Path(scratch))
-            localizers.append(open_localizer(model, name, device, size))
-            log(f"loaded {name} ({model}) on {localizers[-1].device}")
+        localizers = open_all(plan_runs(models, backends, size, Path(scratch)), device, size,
+                              None, log)
         results: list[Result] = []
         for batch_size in batch_sizes:
-            batch = np.stack([localizers[0].prepare(photo).inputs.input(0)] * batch_size)
             calls = [call for loc in localizers
-                     for call in (partial(loc.run, batch), end_to_end(loc, photo, batch_size))]
+                     for call in (partial(loc.run, np.stack([loc.prepare(photo).inputs.input(0)]
+                                                            * batch_size)),
+                                  end_to_end(loc, photo, batch_size))]
             times = round_robin(calls, warmup, iterations)
             for loc, model_t, e2e_t in zip(localizers, times[::2], times[1::2], strict=True):
                 p50, p90, p99 = percentiles(model_t)
@@ -237,7 +289,8 @@ def run_benchmark(models: list[Path], backends: list[str], device: str = "auto",
                 ratio = float(np.median(np.asarray(e2e_t) / np.asarray(model_t)))
                 results.append(Result(
                     backend=loc.backend_name, device=loc.device, providers=loc.providers,
-                    model=str(loc.path), batch_size=batch_size, size=size,
+                    model=str(loc.path), precision=loc.precision, batch_size=batch_size,
+                    size=size,
                     latency_p50=p50, latency_p90=p90, latency_p99=p99,
                     latency_min=float(np.min(model_t)) * 1000.0,
                     throughput=batch_size / float(np.median(model_t)), e2e_per_image=e2e,
@@ -250,21 +303,19 @@ def run_benchmark(models: list[Path], backends: list[str], device: str = "auto",
     return results
 
 
-def run_tile_benchmark(models: list[Path], backends: list[str], device: str = "auto",
+def run_tile_benchmark(models: list[Path], backends: list[str] | None = None,
+                       device: str = "auto",
                        megapixels: tuple[float, ...] = MEGAPIXELS, warmup: int = 1,
                        iterations: int = 3, log: Callable[[str], None] = print
                        ) -> list[TileResult]:
-    """Tile-mode ``predict`` of a JPEG of each size through every backend, interleaved."""
+    """Tile-mode ``predict`` of a JPEG of each size through every model file, interleaved."""
     from cflnet_sdk.tiling import tile_count
 
-    if not backends or not megapixels or min(megapixels) <= 0 or iterations < 1:
-        raise ConfigError("need at least one backend, sizes > 0 megapixels and iterations >= 1")
+    if not models or not megapixels or min(megapixels) <= 0 or iterations < 1:
+        raise ConfigError("need at least one model, sizes > 0 megapixels and iterations >= 1")
     with tempfile.TemporaryDirectory(prefix="cflnet-bench-") as scratch:
-        localizers = []
-        for name in backends:
-            model = model_for(name, models, None, Path(scratch))
-            localizers.append(open_localizer(model, name, device, None, mode="tile"))
-            log(f"loaded {name} ({model}) on {localizers[-1].device}, tile mode")
+        localizers = open_all(plan_runs(models, backends, None, Path(scratch)), device, None,
+                              "tile", log)
         results: list[TileResult] = []
         for size in megapixels:
             width, height = photo_size(size)
@@ -278,7 +329,8 @@ def run_tile_benchmark(models: list[Path], backends: list[str], device: str = "a
                 tiles = tile_count(height, width, loc.contract)
                 results.append(TileResult(
                     backend=loc.backend_name, device=loc.device, providers=loc.providers,
-                    model=str(loc.path), megapixels=width * height / 1e6, width=width,
+                    model=str(loc.path), precision=loc.precision,
+                    megapixels=width * height / 1e6, width=width,
                     height=height, tiles=tiles, tile_size=loc.contract.height,
                     ms_per_image=ms, ms_per_megapixel=ms / (width * height / 1e6),
                     peak_rss_mb=max(bucket)))
@@ -295,23 +347,25 @@ def _peak_of(call: Callable[..., Any], argument: Any, peaks: list[float]) -> Non
     peaks.append(peak_rss_mb())
 
 
-HEADER = (f"{'backend':<12} {'device':<7} {'batch':>5} {'min ms':>8} {'p50 ms':>8} "
-          f"{'p90 ms':>8} {'p99 ms':>8} {'img/s':>7} {'e2e ms/img':>10} {'overhead':>8} "
-          f"{'peak RSS':>9}")
+# The file name comes last, unpadded: names are long, and a row must still say which file it is.
+HEADER = (f"{'backend':<12} {'precision':<13} {'device':<7} {'batch':>5} {'min ms':>8} "
+          f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'img/s':>7} {'e2e ms/img':>10} "
+          f"{'overhead':>8} {'peak RSS':>9}  model")
 
 
 def format_row(r: Result) -> str:
-    return (f"{r.backend:<12} {r.device:<7} {r.batch_size:>5} {r.latency_min:>8.1f} "
-            f"{r.latency_p50:>8.1f} "
+    return (f"{r.backend:<12} {r.precision:<13} {r.device:<7} {r.batch_size:>5} "
+            f"{r.latency_min:>8.1f} {r.latency_p50:>8.1f} "
             f"{r.latency_p90:>8.1f} {r.latency_p99:>8.1f} {r.throughput:>7.2f} "
-            f"{r.e2e_per_image:>10.1f} {r.e2e_overhead_pct:>7.1f}% {r.peak_rss_mb:>7.0f}MB")
+            f"{r.e2e_per_image:>10.1f} {r.e2e_overhead_pct:>7.1f}% {r.peak_rss_mb:>7.0f}MB  "
+            f"{Path(r.model).name}")
 
 
-TILE_HEADER = (f"{'backend':<12} {'device':<7} {'MP':>5} {'size':>10} {'tiles':>6} "
-               f"{'ms/image':>9} {'ms/MP':>8} {'peak RSS':>9}")
+TILE_HEADER = (f"{'backend':<12} {'precision':<13} {'device':<7} {'MP':>5} {'size':>10} "
+               f"{'tiles':>6} {'ms/image':>9} {'ms/MP':>8} {'peak RSS':>9}  model")
 
 
 def format_tile_row(r: TileResult) -> str:
-    return (f"{r.backend:<12} {r.device:<7} {r.megapixels:>5.1f} "
+    return (f"{r.backend:<12} {r.precision:<13} {r.device:<7} {r.megapixels:>5.1f} "
             f"{f'{r.width}x{r.height}':>10} {r.tiles:>6} {r.ms_per_image:>9.0f} "
-            f"{r.ms_per_megapixel:>8.1f} {r.peak_rss_mb:>7.0f}MB")
+            f"{r.ms_per_megapixel:>8.1f} {r.peak_rss_mb:>7.0f}MB  {Path(r.model).name}")

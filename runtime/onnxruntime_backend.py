@@ -14,7 +14,7 @@ import numpy as np
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import BackendUnavailableError, CFLNetError, ModelFileError
-from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, OUTPUT_NAME
+from cflnet_sdk.metadata import CONTRACT_KEY, INPUT_NAME, OUTPUT_NAME, precision_label
 from cflnet_sdk.runtime.base import BackendInfo, cpu_count, parse_device, register
 
 TRT_EP = "TensorrtExecutionProvider"
@@ -35,6 +35,7 @@ class OnnxRuntimeBackend:
         self.session = session
         self.contract = contract
         self.providers: list[str] = list(session.get_providers())
+        self.precision = precision_label(session.get_modelmeta().custom_metadata_map)
         self.device = _device_of(self.providers, session)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         self._input = next((i for i in inputs if i.name == INPUT_NAME), inputs[0])

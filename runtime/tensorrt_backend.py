@@ -120,10 +120,11 @@ class TensorRTBackend:
     thread_safe = False
 
     def __init__(self, engine: Any, runtime: Any, cuda: Cuda, device_index: int,
-                 contract: Contract, source: Path) -> None:
+                 contract: Contract, source: Path, precision: str = "unknown") -> None:
         import tensorrt as trt
 
         self.engine, self.cuda, self.contract, self.source = engine, cuda, contract, source
+        self.precision = precision  # from the cflnet header; a raw plan does not say
         self.runtime = runtime  # the engine must not outlive its runtime
         self._device_index = device_index
         self.device = f"cuda:{device_index}"
@@ -230,7 +231,8 @@ def open_tensorrt(path: Path, *, device: str = "auto", contract: Contract | None
             f"TensorRT {trt.__version__} could not deserialise this engine (built with "
             f"{built or 'unknown settings'}); engines are tied to the TensorRT release and GPU "
             "that built them: rebuild it here with `cflnet-export engine`", path)
-    return TensorRTBackend(engine, runtime, cuda, index, use_contract, path)
+    return TensorRTBackend(engine, runtime, cuda, index, use_contract, path,
+                           (header or {}).get("precision", "unknown"))
 
 
 register(BackendInfo(name="tensorrt", suffixes=(".engine", ".plan", ".trt"), open=open_tensorrt,

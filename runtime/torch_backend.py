@@ -27,6 +27,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    precision = "fp32"  # weights stored as float16 are cast back: the network computes in fp32
     max_batch: int | None = None
     thread_safe = False
 

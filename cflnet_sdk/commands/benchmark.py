@@ -1,6 +1,7 @@
-"""``cflnet benchmark``: latency, throughput, end-to-end time and memory of each backend.
+"""``cflnet benchmark``: latency, throughput, end-to-end time and memory of each model file.
 
-In tile mode: end-to-end milliseconds per megapixel and peak memory on photos of given sizes.
+Every file given is a row of its own (file name and precision), whatever its backend. In tile
+mode: end-to-end milliseconds per megapixel and peak memory on photos of given sizes.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ def parse_list(value: str, what: str) -> list[str]:
 
 def benchmark(
     model: list[Path] = typer.Option(..., "--model", "-m",
-                                     help="Model file(s); repeat for several. A checkpoint is "
-                                          "exported to ONNX for onnxruntime if no .onnx given."),
+                                     help="Model file(s); repeat for several: each is timed as "
+                                          "its own row, e.g. fp32 and int8 ONNX side by side."),
     backend: str = typer.Option("auto", "--backend",
-                                help="Comma-separated: torch,onnxruntime,tensorrt; auto = the "
-                                     "backend of each --model's suffix."),
+                                help="Comma-separated: torch,onnxruntime,tensorrt; each file "
+                                     "runs on every listed backend that opens it (a checkpoint "
+                                     "also on onnxruntime, exported, if no .onnx is given); "
+                                     "auto = the backend of each file's suffix."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     mode: str = typer.Option("resize", "--mode", help="resize: model latency per batch and "
                              "end-to-end on a 1024x768 JPEG; tile: end-to-end ms per megapixel "
@@ -44,9 +47,11 @@ def benchmark(
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Timed calls per "
                                           "backend (default 20; 3 in tile mode)."),
 ) -> None:
-    """Run backends side by side in one process (interleaved, so load affects all alike)."""
+    """Time model files side by side in one process (interleaved, so load affects all alike).
+
+    A file that cannot be run on its backend is an error naming it: nothing is left out.
+    """
     from cflnet_sdk.fileio import write_bytes_atomic
-    from cflnet_sdk.runtime.base import resolve
     from cflnet_sdk.runtime.benchmark import (
         HEADER,
         TILE_HEADER,
@@ -54,10 +59,7 @@ def benchmark(
         run_tile_benchmark,
     )
 
-    if backend == "auto":
-        names = list(dict.fromkeys(resolve(m).name for m in model))
-    else:
-        names = parse_list(backend, "--backend")
+    names = None if backend == "auto" else parse_list(backend, "--backend")
     if mode not in ("resize", "tile"):
         raise ConfigError(f"--mode {mode!r} is not 'resize' or 'tile'")
     tile = mode == "tile"
@@ -75,8 +77,8 @@ def benchmark(
     for r in results:
         if getattr(r, "stages", None):
             parts = ", ".join(f"{k} {v:.1f} ms" for k, v in r.stages.items())
-            typer.echo(f"{r.backend} end-to-end stages ({r.size}x{r.size} model, 1024x768 "
-                       f"JPEG): {parts}")
+            typer.echo(f"{Path(r.model).name} on {r.backend}: end-to-end stages ({r.size}x"
+                       f"{r.size} model, 1024x768 JPEG): {parts}")
     if json_out is not None:
         payload = json.dumps([r.as_dict() for r in results], indent=2) + "\n"
         write_bytes_atomic(json_out, payload.encode("utf-8"))
