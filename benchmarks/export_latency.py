@@ -37,6 +37,8 @@ def main() -> None:
     import onnx
     import torch
 
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.calibration import collect_calibration
     from cflnet_sdk.export.onnx import build_onnx, save_onnx
     from cflnet_sdk.export.precision import make_variant
     from cflnet_sdk.training.model import CFLNet
@@ -47,11 +49,14 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="cflnet-bench-"))
     fp32 = build_onnx(model, size=args.size)
     paths = {"fp32": save_onnx(fp32, folder / "fp32.onnx")}
+    contract = Contract.from_json(next(p.value for p in fp32.metadata_props
+                                       if p.key == "cflnet.contract"))
+    calibration = collect_calibration(contract, None, args.calib_count)
     for name, precision, target in (("fp16", "fp16", None), ("int8 (tensorrt layout)", "int8",
                                     "tensorrt"), ("int8 (cpu layout)", "int8", "cpu")):
         start = time.perf_counter()
         variant = make_variant(onnx.load(str(paths["fp32"])), precision,
-                               calib_count=args.calib_count, int8_target=target or "tensorrt")
+                               calibration=calibration, int8_target=target or "tensorrt")
         paths[name] = save_onnx(variant, folder / f"{name.split()[0]}-{target}.onnx")
         print(f"made {name} in {time.perf_counter() - start:.0f} s", flush=True)
 

@@ -11,6 +11,10 @@ import typer
 
 from cflnet_sdk.cli import make_app, run
 from cflnet_sdk.errors import ConfigError
+from cflnet_sdk.export.calibration import Calibration
+from cflnet_sdk.export.precision import Int8Recipe
+
+DEFAULT_RECIPE = Int8Recipe()
 
 app = make_app("cflnet-export",
                "Export CFL-Net checkpoints to ONNX, TensorRT and Triton, and prove parity.")
@@ -47,9 +51,15 @@ def onnx_command(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8 (Q/DQ)."),
     calib: Path | None = typer.Option(None, "--calib", help="INT8: folder of calibration "
                                       "images (default: packaged photos with synthetic edits)."),
-    calib_count: int = typer.Option(64, "--calib-count", help="INT8: calibration images."),
+    calib_count: int = typer.Option(64, "--calib-count", help="INT8: calibration photos."),
     int8_target: str = typer.Option("tensorrt", "--int8-target",
                                      help="INT8 layout: tensorrt (s8 activations) | cpu (u8)."),
+    int8_method: str = typer.Option(DEFAULT_RECIPE.method, "--int8-method",
+                                    help="INT8 range calibration: minmax | entropy | "
+                                         "percentile."),
+    keep_float: str = typer.Option(",".join(DEFAULT_RECIPE.keep_float), "--int8-keep-float",
+                                   help="INT8: layer groups kept in float32, comma-separated: "
+                                        "srm, stems, aspp, head ('' for none)."),
     weights_fp16: bool = typer.Option(False, "--weights-fp16", help="fp32 model: store "
                                       "weights as float16 (half the file, same speed)."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
@@ -60,12 +70,16 @@ def onnx_command(
     from cflnet_sdk.export.onnx import build_onnx, resolve_model, save_onnx
     from cflnet_sdk.export.precision import make_variant, store_weights_fp16
 
+    recipe = int8_recipe(int8_method, keep_float)
     net, sha = resolve_model(model)
     proto = build_onnx(net, size=size, dynamic_batch=dynamic_batch, dynamic_shape=dynamic_shape,
                        opset=opset, simplify=simplify, source_sha256=sha,
                        mode=mode)  # type: ignore[arg-type]
-    variant = make_variant(proto, precision, calib=calib, calib_count=calib_count,  # type: ignore[arg-type]
-                           int8_target=int8_target)  # type: ignore[arg-type]
+    calibration = None
+    if precision == "int8":
+        calibration = calibrate(proto, calib, calib_count)
+    variant = make_variant(proto, precision, calibration=calibration,  # type: ignore[arg-type]
+                           int8_target=int8_target, recipe=recipe)  # type: ignore[arg-type]
     if weights_fp16:
         if precision != "fp32":
             raise ConfigError("--weights-fp16 applies to fp32 models (fp16/int8 are smaller "
@@ -76,6 +90,25 @@ def onnx_command(
     checked_as = "fp16" if weights_fp16 else precision  # half weights: fp16 tolerances
     if verify and not verify_export(net, output, checked_as, dynamic_batch, dynamic_shape):
         raise typer.Exit(1)
+
+
+def int8_recipe(method: str, keep_float: str) -> Int8Recipe:
+    """The recipe from the command line's --int8-method and --int8-keep-float."""
+    groups = tuple(part.strip() for part in keep_float.split(",") if part.strip())
+    return Int8Recipe(method=method, keep_float=groups)
+
+
+def calibrate(proto, folder: Path | None, count: int) -> Calibration:
+    """Calibration inputs for the exported graph's contract, reporting every file skipped."""
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.calibration import collect_calibration
+    from cflnet_sdk.metadata import CONTRACT_KEY
+
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    calibration = collect_calibration(Contract.from_json(metadata[CONTRACT_KEY]), folder, count)
+    for line in calibration.lines():
+        typer.echo(line)
+    return calibration
 
 
 def verify_export(net, output: Path, precision: str, dynamic_batch: bool,

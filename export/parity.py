@@ -60,10 +60,11 @@ def photo_probes(contract: Contract, count: int = 4) -> Probes:
 
 
 def folder_probes(folder: str | Path, contract: Contract, count: int = 16) -> Probes:
-    from cflnet_sdk.export.precision import folder_images
+    """The folder's real photos (masks and other files left out), resized."""
+    from cflnet_sdk.export.calibration import PhotoFolder
 
-    return Probes(f"images in {folder}",
-                  [contract.preprocess(rgb)[None] for rgb in folder_images(folder, count)])
+    return Probes(f"images in {folder}", [contract.preprocess(rgb)[None]
+                                          for _, rgb in PhotoFolder(folder).photos(count)])
 
 
 def held_out_probes(contract: Contract, count: int = 16, seed: int = HELD_OUT_SEED) -> Probes:
@@ -86,9 +87,9 @@ def odd_size_photos(folder: str | Path | None = None, count: int = 3) -> list[np
     from cflnet_sdk.training.data.sources import PhotoSource
 
     if folder:
-        from cflnet_sdk.export.precision import folder_images
+        from cflnet_sdk.export.calibration import PhotoFolder
 
-        return list(folder_images(folder, count))
+        return [rgb for _, rgb in PhotoFolder(folder).photos(count)]
     try:
         source = PhotoSource()
         photo = max((source.photo(i) for i in range(len(source))), key=lambda p: p.size)

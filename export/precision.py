@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from cflnet_sdk.contract import Contract
-from cflnet_sdk.errors import BackendUnavailableError, ConfigError, DataError
+from cflnet_sdk.errors import BackendUnavailableError, ConfigError
 from cflnet_sdk.metadata import (
     CONTRACT_KEY,
     INPUT_NAME,
@@ -33,11 +33,12 @@ from cflnet_sdk.metadata import (
 if TYPE_CHECKING:
     import onnx
 
+    from cflnet_sdk.export.calibration import Calibration
+
 Precision = Literal["fp32", "fp16", "int8"]
 Int8Target = Literal["tensorrt", "cpu"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 INT8_TARGETS: tuple[str, ...] = ("tensorrt", "cpu")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ORT_HINT = "install ONNX Runtime: `pip install cflnet-sdk[cpu]` (or `[gpu]`)"
 
 
@@ -179,6 +180,46 @@ INT8_LAYOUTS = {
 # Convolutions carry the compute; Add is the residual join, which TensorRT fuses into the
 # convolution when its other input is quantized too. Everything else stays float.
 INT8_OPS = ("Conv", "Add")
+# Layers that may be kept in float32, by the module scope the exporter writes into node names.
+FLOAT_GROUPS: dict[str, tuple[str, ...]] = {
+    "srm": ("/conv_srm/",),  # the fixed noise-residual filter on the input
+    "stems": ("/encoder/conv1/", "/encoder_srm/conv1/"),  # first convolutions of each trunk
+    "aspp": ("/aspp/",),
+    "head": ("/decoder/",),  # segmentation head: its last conv gives the logits
+}
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How activation ranges are calibrated and which layer groups stay float32 (beyond the
+    float32 tail). The defaults are what measured best (docs/benchmarks.md, "INT8 attempts")."""
+
+    method: str = "minmax"
+    keep_float: tuple[str, ...] = ()
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise ConfigError(f"calibration method {self.method!r} is not one of "
+                              f"{', '.join(CALIBRATION_METHODS)}")
+        if unknown := [g for g in self.keep_float if g not in FLOAT_GROUPS]:
+            raise ConfigError(f"layer group(s) {', '.join(unknown)} unknown; keep any of "
+                              f"{', '.join(FLOAT_GROUPS)} in float32")
+
+
+def float_nodes(proto: onnx.ModelProto, groups: Sequence[str]) -> list[str]:
+    """Names of the nodes in the given layer groups; a group that matches nothing is an error
+    (a graph from another exporter has other names, and silently quantizing it would lie)."""
+    names: list[str] = []
+    for group in groups:
+        found = [n.name for n in proto.graph.node if n.name.startswith(FLOAT_GROUPS[group])]
+        if not found:
+            raise ConfigError(f"layer group {group!r} ({', '.join(FLOAT_GROUPS[group])}) "
+                              "matches no node: export the model with `cflnet-export onnx`, "
+                              "whose node names carry the module names")
+        names += found
+    return names
 
 
 def store_weights_fp16(proto: onnx.ModelProto, min_elements: int = 1024) -> onnx.ModelProto:
@@ -218,55 +259,6 @@ def _elements(tensor: onnx.TensorProto) -> int:
     return int(np.prod(tensor.dims)) if tensor.dims else 1
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted), or a DataError naming the folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError("calibration folder does not exist; pass a folder of images", folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the calibration folder",
-                        folder)
-    return files
-
-
-def folder_images(folder: str | Path, count: int) -> Iterator[np.ndarray]:
-    """Up to ``count`` RGB images from ``folder``, spread evenly over its sorted files."""
-    from cflnet_sdk.images import load_image
-
-    files = image_files(folder)
-    picks = np.unique(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int))
-    return (load_image(files[i]) for i in picks)
-
-
-def synthetic_images(count: int, contract: Contract, seed: int = 1) -> Iterator[np.ndarray]:
-    """Real packaged photos with synthetic manipulations (training/data/synth.py)."""
-    from cflnet_sdk.training.data.synth import SynthConfig, SynthDataset
-
-    config = SynthConfig(seed=seed, height=contract.height, width=contract.width)
-    return (sample.image for sample in SynthDataset(config, length=count))
-
-
-def calibration_inputs(contract: Contract, folder: str | Path | None = None,
-                       count: int = 64) -> list[np.ndarray]:
-    """``count`` (1, C, H, W) inputs preprocessed exactly as at run time.
-
-    Resize mode: each image resized. Tile mode: each image's centre tile at its own pixels,
-    as the network will see it. Without a folder the inputs are packaged photos with
-    synthetic edits: usable, but a folder of the images the model will really see calibrates
-    better.
-    """
-    from cflnet_sdk.tiling import TiledImage
-
-    if count < 1:
-        raise ConfigError(f"--calib-count {count} must be at least 1")
-    images = folder_images(folder, count) if folder else synthetic_images(count, contract)
-    if contract.mode == "resize":
-        return [contract.preprocess(rgb)[None] for rgb in images]
-    tiled = (TiledImage(rgb, contract) for rgb in images)
-    return [image.input(len(image) // 2)[None] for image in tiled]
-
-
 class InputReader:
     """onnxruntime CalibrationDataReader over preprocessed batches (duck-typed protocol)."""
 
@@ -289,8 +281,9 @@ def scratch_dir() -> Iterator[Path]:
 
 
 def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray],
-                  target: Int8Target = "tensorrt") -> onnx.ModelProto:
-    """Static INT8 quantization to explicit Q/DQ, calibrated (min/max) on ``batches``."""
+                  target: Int8Target = "tensorrt", recipe: Int8Recipe = Int8Recipe()
+                  ) -> onnx.ModelProto:
+    """Static INT8 quantization to explicit Q/DQ, calibrated on ``batches`` by ``recipe``."""
     require_onnxruntime()
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -300,19 +293,22 @@ def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray],
         raise ConfigError(f"INT8 target {target!r} is not one of {', '.join(INT8_TARGETS)}")
     layout = INT8_LAYOUTS[target]
     name_nodes(proto)
-    excluded = float32_tail(proto)
-    with scratch_dir() as folder:
+    excluded = float32_tail(proto) + float_nodes(proto, recipe.keep_float)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[recipe.method]
+    with scratch_dir() as folder, contextlib.redirect_stdout(None):  # histogram chatter
         source, prepared, output = folder / "fp32.onnx", folder / "prep.onnx", folder / "int8.onnx"
         onnx.save_model(proto, str(source))
         quant_pre_process(str(source), str(prepared), skip_optimization=True)
         quantize_static(
             str(prepared), str(output), InputReader(list(batches)),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
             activation_type=QuantType.QInt8 if layout.signed_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS),
-            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=excluded, calibrate_method=method,
             extra_options={"ActivationSymmetric": layout.symmetric_activations,
-                           "WeightSymmetric": True})
+                           "WeightSymmetric": True,
+                           "CalibTensorRangeSymmetric": layout.symmetric_activations})
         return onnx.load(str(output))
 
 
@@ -327,9 +323,13 @@ def variant_metadata(source: onnx.ModelProto, precision: str,
 
 
 def make_variant(fp32: onnx.ModelProto, precision: Precision, *,
-                 calib: str | Path | None = None, calib_count: int = 64,
-                 int8_target: Int8Target = "tensorrt") -> onnx.ModelProto:
-    """The ``precision`` variant of an exported fp32 model, with its metadata carried over."""
+                 calibration: Calibration | None = None, int8_target: Int8Target = "tensorrt",
+                 recipe: Int8Recipe = Int8Recipe()) -> onnx.ModelProto:
+    """The ``precision`` variant of an exported fp32 model, with its metadata carried over.
+
+    INT8 calibrates on ``calibration`` (default: 64 packaged photos with synthetic edits).
+    """
+    from cflnet_sdk.export.calibration import collect_calibration
     from cflnet_sdk.export.onnx import set_metadata
 
     if precision not in PRECISIONS:
@@ -340,9 +340,9 @@ def make_variant(fp32: onnx.ModelProto, precision: Precision, *,
     if precision == "fp16":
         variant = convert_fp16(fp32)
     else:
-        contract = Contract.from_json(metadata[CONTRACT_KEY])
-        variant = quantize_int8(fp32, calibration_inputs(contract, calib, calib_count),
-                                int8_target)
+        calibration = calibration or collect_calibration(
+            Contract.from_json(metadata[CONTRACT_KEY]))
+        variant = quantize_int8(fp32, calibration.inputs, int8_target, recipe)
     variant.producer_name, variant.producer_version = fp32.producer_name, fp32.producer_version
     set_metadata(variant, metadata)
     return variant

@@ -27,16 +27,19 @@ def fp32(tiny_model):
 def variants(fp32, tmp_path_factory):
     import onnx
 
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.calibration import collect_calibration
     from cflnet_sdk.export.onnx import save_onnx
     from cflnet_sdk.export.precision import make_variant
 
     folder = tmp_path_factory.mktemp("variants")
     paths = {"fp32": save_onnx(fp32, folder / "fp32.onnx")}
+    calibration = collect_calibration(Contract(64, 64), None, 16)
     for name, precision, target in (("fp16", "fp16", "tensorrt"), ("int8", "int8", "tensorrt"),
                                     ("int8-cpu", "int8", "cpu")):
         copy = onnx.ModelProto()
         copy.CopyFrom(fp32)
-        variant = make_variant(copy, precision, calib_count=16, int8_target=target)
+        variant = make_variant(copy, precision, calibration=calibration, int8_target=target)
         paths[name] = save_onnx(variant, folder / f"{name}.onnx")
     return paths
 
@@ -135,21 +138,21 @@ def test_int8_accuracy_cost_is_bounded(variants, held_out, name):
 def test_calibration_folder_errors(tmp_path):
     from cflnet_sdk.contract import Contract
     from cflnet_sdk.errors import DataError
-    from cflnet_sdk.export.precision import calibration_inputs
+    from cflnet_sdk.export.calibration import collect_calibration
 
     with pytest.raises(DataError, match="calibration folder does not exist"):
-        calibration_inputs(Contract(64, 64), tmp_path / "missing")
-    with pytest.raises(DataError, match="no images"):
-        calibration_inputs(Contract(64, 64), tmp_path)
+        collect_calibration(Contract(64, 64), tmp_path / "missing")
+    with pytest.raises(DataError, match="no photos"):
+        collect_calibration(Contract(64, 64), tmp_path)
 
 
 def test_calibration_folder_uses_contract_preprocessing(photo_files):
     from cflnet_sdk.contract import Contract
-    from cflnet_sdk.export.precision import calibration_inputs
+    from cflnet_sdk.export.calibration import collect_calibration
     from cflnet_sdk.images import load_image
 
     contract = Contract(64, 96)
-    inputs = calibration_inputs(contract, photo_files["jpeg"].parent, count=2)
+    inputs = collect_calibration(contract, photo_files["jpeg"].parent, count=2).inputs
     assert [x.shape for x in inputs] == [(1, 3, 64, 96)] * 2
     first = sorted(photo_files["jpeg"].parent.iterdir())[0]
     np.testing.assert_array_equal(inputs[0][0], contract.preprocess(load_image(first)))
@@ -183,3 +186,34 @@ def test_fp16_weight_storage_halves_the_file_and_keeps_fp32_compute(tiny_model, 
             {"image": x})[0] for p in (full, half))
     assert b.dtype == np.float32
     assert np.abs(a - b).max() < 2e-3
+
+
+def test_int8_recipe_keeps_the_chosen_layer_groups_in_float32(fp32):
+    import onnx
+
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.calibration import collect_calibration
+    from cflnet_sdk.export.precision import Int8Recipe, quantize_int8
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(fp32)
+    inputs = collect_calibration(Contract(64, 64), None, 4).inputs
+    proto = quantize_int8(copy, inputs, "cpu", Int8Recipe("percentile", ("srm", "head")))
+    dequantized = {out for n in proto.graph.node if n.op_type == "DequantizeLinear"
+                   for out in n.output}
+    convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
+    kept = [name for name in convs if name.startswith(("/conv_srm/", "/decoder/"))]
+    assert len(kept) == 3  # the SRM filter and the head's two convolutions
+    for name, node in convs.items():
+        assert (node.input[1] not in dequantized) == (name in kept), name
+
+
+def test_int8_recipe_refuses_unknown_methods_and_groups(fp32):
+    from cflnet_sdk.errors import ConfigError
+    from cflnet_sdk.export.precision import Int8Recipe, float_nodes
+
+    with pytest.raises(ConfigError, match="'kl' is not one of minmax, entropy, percentile"):
+        Int8Recipe(method="kl")
+    with pytest.raises(ConfigError, match="neck"):
+        Int8Recipe(keep_float=("neck",))
+    assert float_nodes(fp32, ("srm",)) == ["/conv_srm/Conv"]

@@ -91,12 +91,17 @@ def test_triton_config_carries_the_mode_and_channels(ela_onnx, tmp_path):
 
 
 def test_tile_mode_int8_calibrates_on_tiles_of_the_images_own_pixels(photo_files):
-    from cflnet_sdk.export.precision import calibration_inputs
+    from cflnet_sdk.export.calibration import collect_calibration
     from cflnet_sdk.images import load_image
     from cflnet_sdk.tiling import TiledImage
 
     contract = Contract(height=128, width=128, mode="tile", ela_qualities=(90,))
-    inputs = calibration_inputs(contract, photo_files["jpeg"].parent, count=2)
-    assert len(inputs) == 2 and inputs[0].shape == (1, 4, 128, 128)
-    image = TiledImage(load_image(photo_files["jpeg"]), contract)
-    assert any(np.array_equal(x[0], image.input(len(image) // 2)) for x in inputs)
+    centre = collect_calibration(contract, photo_files["jpeg"].parent, count=2, tiles=1)
+    assert len(centre.inputs) == 2 and centre.inputs[0].shape == (1, 4, 128, 128)
+    image = TiledImage(load_image(photo_files["jpeg"]), contract)  # 512x512: a 5x5 grid
+    assert any(np.array_equal(x[0], image.input(len(image) // 2)) for x in centre.inputs)
+    spread = collect_calibration(contract, photo_files["jpeg"].parent, count=1, tiles=4)
+    assert centre.photos[0] == spread.photos[0] == photo_files["jpeg"]
+    tiles = [next(i for i in range(len(image)) if np.array_equal(x[0], image.input(i)))
+             for x in spread.inputs]
+    assert tiles == [5, 10, 14, 19]  # evenly spaced over the grid, edges and middle
