@@ -17,6 +17,7 @@ from cflnet_sdk.commands import (
     serve,
     synth,
     train,
+    variants,
 )
 from cflnet_sdk.errors import CFLNetError
 
@@ -54,6 +55,7 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
+app.command("variants")(variants.variants)
 app.add_typer(data.app, name="data")
 
 

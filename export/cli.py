@@ -12,9 +12,7 @@ import typer
 from cflnet_sdk.cli import make_app, run
 from cflnet_sdk.errors import ConfigError
 from cflnet_sdk.export.calibration import Calibration
-from cflnet_sdk.export.precision import Int8Recipe
-
-DEFAULT_RECIPE = Int8Recipe()
+from cflnet_sdk.export.precision import INT8_METHOD_HELP, KEEP_FLOAT_HELP
 
 app = make_app("cflnet-export",
                "Export CFL-Net checkpoints to ONNX, TensorRT and Triton, and prove parity.")
@@ -54,12 +52,8 @@ def onnx_command(
     calib_count: int = typer.Option(64, "--calib-count", help="INT8: calibration photos."),
     int8_target: str = typer.Option("tensorrt", "--int8-target",
                                      help="INT8 layout: tensorrt (s8 activations) | cpu (u8)."),
-    int8_method: str = typer.Option(DEFAULT_RECIPE.method, "--int8-method",
-                                    help="INT8 range calibration: minmax | entropy | "
-                                         "percentile."),
-    keep_float: str = typer.Option(",".join(DEFAULT_RECIPE.keep_float), "--int8-keep-float",
-                                   help="INT8: layer groups kept in float32, comma-separated: "
-                                        "srm, stems, aspp, head ('' for none)."),
+    int8_method: str | None = typer.Option(None, "--int8-method", help=INT8_METHOD_HELP),
+    keep_float: str | None = typer.Option(None, "--int8-keep-float", help=KEEP_FLOAT_HELP),
     weights_fp16: bool = typer.Option(False, "--weights-fp16", help="fp32 model: store "
                                       "weights as float16 (half the file, same speed)."),
     verify: bool = typer.Option(True, "--verify/--no-verify",
@@ -68,9 +62,9 @@ def onnx_command(
     """Export the inference network to one ONNX file, then verify it against PyTorch."""
     _threads()
     from cflnet_sdk.export.onnx import build_onnx, resolve_model, save_onnx
-    from cflnet_sdk.export.precision import make_variant, store_weights_fp16
+    from cflnet_sdk.export.precision import Int8Recipe, make_variant, store_weights_fp16
 
-    recipe = int8_recipe(int8_method, keep_float)
+    recipe = Int8Recipe.parse(int8_method, keep_float)
     net, sha = resolve_model(model)
     proto = build_onnx(net, size=size, dynamic_batch=dynamic_batch, dynamic_shape=dynamic_shape,
                        opset=opset, simplify=simplify, source_sha256=sha,
@@ -90,12 +84,6 @@ def onnx_command(
     checked_as = "fp16" if weights_fp16 else precision  # half weights: fp16 tolerances
     if verify and not verify_export(net, output, checked_as, dynamic_batch, dynamic_shape):
         raise typer.Exit(1)
-
-
-def int8_recipe(method: str, keep_float: str) -> Int8Recipe:
-    """The recipe from the command line's --int8-method and --int8-keep-float."""
-    groups = tuple(part.strip() for part in keep_float.split(",") if part.strip())
-    return Int8Recipe(method=method, keep_float=groups)
 
 
 def calibrate(proto, folder: Path | None, count: int) -> Calibration:

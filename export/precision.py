@@ -188,6 +188,10 @@ FLOAT_GROUPS: dict[str, tuple[str, ...]] = {
     "head": ("/decoder/",),  # segmentation head: its last conv gives the logits
 }
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+INT8_METHOD_HELP = ("INT8 range calibration: minmax | entropy | percentile (default: what "
+                    "measured best, docs/export.md).")
+KEEP_FLOAT_HELP = ("INT8: layer groups kept in float32, comma-separated: srm, stems, aspp, "
+                   "head ('' for none; default: what measured best, docs/export.md).")
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,14 @@ class Int8Recipe:
         if unknown := [g for g in self.keep_float if g not in FLOAT_GROUPS]:
             raise ConfigError(f"layer group(s) {', '.join(unknown)} unknown; keep any of "
                               f"{', '.join(FLOAT_GROUPS)} in float32")
+
+    @classmethod
+    def parse(cls, method: str | None = None, keep_float: str | None = None) -> Int8Recipe:
+        """The recipe from command-line text (groups comma-separated); None keeps a default."""
+        default = cls()
+        groups = default.keep_float if keep_float is None else tuple(
+            part.strip() for part in keep_float.split(",") if part.strip())
+        return cls(method=method or default.method, keep_float=groups)
 
 
 def float_nodes(proto: onnx.ModelProto, groups: Sequence[str]) -> list[str]:

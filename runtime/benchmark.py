@@ -266,10 +266,10 @@ def stage_times(localizer: Any, photo: Path, iterations: int) -> dict[str, float
 
 
 def run_benchmark(models: list[Path], backends: list[str] | None = None, device: str = "auto",
-                  batch_sizes: tuple[int, ...] = (1, 8), size: int = 256, warmup: int = 3,
+                  batch_sizes: tuple[int, ...] = (1, 8), size: int | None = 256, warmup: int = 3,
                   iterations: int = 20, log: Callable[[str], None] = print) -> list[Result]:
-    """Benchmark every model file (on ``backends``, None: its suffix's) at every batch size;
-    see the module docstring and :func:`plan_runs`."""
+    """Benchmark every model file (on ``backends``, None: its suffix's) at every batch size,
+    at ``size`` x ``size`` (None: each model's own size); see :func:`plan_runs`."""
     if not models or not batch_sizes or min(batch_sizes) < 1 or iterations < 1:
         raise ConfigError("need at least one model, batch sizes >= 1 and iterations >= 1")
     with tempfile.TemporaryDirectory(prefix="cflnet-bench-") as scratch:
@@ -290,7 +290,7 @@ def run_benchmark(models: list[Path], backends: list[str] | None = None, device:
                 results.append(Result(
                     backend=loc.backend_name, device=loc.device, providers=loc.providers,
                     model=str(loc.path), precision=loc.precision, batch_size=batch_size,
-                    size=size,
+                    size=loc.contract.height,
                     latency_p50=p50, latency_p90=p90, latency_p99=p99,
                     latency_min=float(np.min(model_t)) * 1000.0,
                     throughput=batch_size / float(np.median(model_t)), e2e_per_image=e2e,

@@ -12,6 +12,7 @@ import heapq
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from cflnet_sdk.training.baselines import BASELINES, LABELS, Comparison
 from cflnet_sdk.training.metrics import MetricAccumulator
 
 if TYPE_CHECKING:
+    from cflnet_sdk.prediction import Prediction
     from cflnet_sdk.training.data.readers import Record
 
 EXAMPLE_SIDE = 256  # examples are kept downsized, so memory stays flat on big datasets
@@ -209,13 +211,15 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto") -> Baseli
 def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
              device: str = "auto", data_format: str = "auto", batch_size: int = 8,
              examples: int = 0, baselines: BaselineRun | None = None,
-             mode: str | None = None) -> Evaluation:
+             mode: str | None = None,
+             each: Callable[[Record, Prediction], None] | None = None) -> Evaluation:
     """Predict every image of ``data`` with ``model`` and score it against its mask.
 
     Beside the model's metrics, overall and per kind: each training-free baseline's mean AUC on
     the same images and the share of images the model beats it on (``Comparison``).
     ``baselines`` (``evaluate_baselines`` of the same data) is computed here when not given.
-    ``mode`` ("resize" or "tile") overrides the model's contract.
+    ``mode`` ("resize" or "tile") overrides the model's contract. ``each`` sees every scored
+    image's prediction, for comparisons between models that no single model's metrics hold.
     """
     from cflnet_sdk.localizer import Localizer
     from cflnet_sdk.training.data.readers import open_dataset
@@ -245,6 +249,8 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
                 comparisons[group].add(auc, baselines.aucs.get(str(record.image)))
             if keeper is not None and result.image is not None:
                 keeper.offer(record.image.name, result.image, mask, result.probability)
+            if each is not None:
+                each(record, result)
         name, used = localizer.backend_name, localizer.device
     accumulator = tally.overall()
     metrics = (accumulator.compute() | {"skipped_unreadable": unreadable}
