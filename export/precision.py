@@ -187,9 +187,12 @@ FLOAT_GROUPS: dict[str, tuple[str, ...]] = {
     "aspp": ("/aspp/",),
     "head": ("/decoder/",),  # segmentation head: its last conv gives the logits
 }
-CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
-INT8_METHOD_HELP = ("INT8 range calibration: minmax | entropy | percentile (default: what "
-                    "measured best, docs/export.md).")
+# No "entropy": through quantize_static ONNX Runtime's KL search has 128 histogram bins for 128
+# quantized bins, i.e. one candidate range, the min/max one; a real 2048-bin search measured
+# worse than both (docs/benchmarks.md, "INT8 attempts").
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile")
+INT8_METHOD_HELP = ("INT8 range calibration: minmax | percentile (default: what measured "
+                    "best, docs/export.md).")
 KEEP_FLOAT_HELP = ("INT8: layer groups kept in float32, comma-separated: srm, stems, aspp, "
                    "head ('' for none; default: what measured best, docs/export.md).")
 
@@ -199,9 +202,10 @@ class Int8Recipe:
     """How activation ranges are calibrated and which layer groups stay float32 (beyond the
     float32 tail). The defaults are what measured best (docs/benchmarks.md, "INT8 attempts")."""
 
-    method: str = "minmax"
-    keep_float: tuple[str, ...] = ()
+    method: str = "percentile"
+    keep_float: tuple[str, ...] = ("srm", "stems")
     per_channel: bool = True
+    keep_nodes: tuple[str, ...] = ()  # single nodes kept in float32, by name (sensitivity runs)
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -272,11 +276,19 @@ def _elements(tensor: onnx.TensorProto) -> int:
 
 
 class InputReader:
-    """onnxruntime CalibrationDataReader over preprocessed batches (duck-typed protocol)."""
+    """onnxruntime CalibrationDataReader over preprocessed batches (duck-typed protocol).
+
+    ``set_range`` lets the calibrator take the batches a slice at a time (its
+    ``CalibStridedMinMax`` option, which serves every method): the histogram methods otherwise
+    hold every layer's activations for every input at once, gigabytes for a tile-mode model.
+    """
 
     def __init__(self, batches: Sequence[np.ndarray], input_name: str = INPUT_NAME) -> None:
         self.batches, self.input_name = batches, input_name
         self._iter = iter(batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._iter, None)
@@ -284,6 +296,15 @@ class InputReader:
 
     def rewind(self) -> None:
         self._iter = iter(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iter = iter(self.batches[start_index:end_index])
+
+
+def calibration_stride(count: int, most: int = 16) -> int:
+    """The largest slice of at most ``most`` inputs that divides ``count`` (the calibrator
+    refuses a last slice of another size)."""
+    return max(d for d in range(1, min(most, count) + 1) if count % d == 0)
 
 
 @contextlib.contextmanager
@@ -305,22 +326,25 @@ def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray],
         raise ConfigError(f"INT8 target {target!r} is not one of {', '.join(INT8_TARGETS)}")
     layout = INT8_LAYOUTS[target]
     name_nodes(proto)
-    excluded = float32_tail(proto) + float_nodes(proto, recipe.keep_float)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+    excluded = float32_tail(proto) + float_nodes(proto, recipe.keep_float) + \
+        list(recipe.keep_nodes)
+    method = {"minmax": CalibrationMethod.MinMax,
               "percentile": CalibrationMethod.Percentile}[recipe.method]
+    reader = InputReader(list(batches))
     with scratch_dir() as folder, contextlib.redirect_stdout(None):  # histogram chatter
         source, prepared, output = folder / "fp32.onnx", folder / "prep.onnx", folder / "int8.onnx"
         onnx.save_model(proto, str(source))
         quant_pre_process(str(source), str(prepared), skip_optimization=True)
         quantize_static(
-            str(prepared), str(output), InputReader(list(batches)),
+            str(prepared), str(output), reader,
             quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
             activation_type=QuantType.QInt8 if layout.signed_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS),
             nodes_to_exclude=excluded, calibrate_method=method,
             extra_options={"ActivationSymmetric": layout.symmetric_activations,
                            "WeightSymmetric": True,
-                           "CalibTensorRangeSymmetric": layout.symmetric_activations})
+                           "CalibTensorRangeSymmetric": layout.symmetric_activations,
+                           "CalibStridedMinMax": calibration_stride(len(reader))})
         return onnx.load(str(output))
 
 
