@@ -63,13 +63,11 @@ class ExampleKeeper:
         self.worst: list[tuple[float, int, Example]] = []  # min-heap on -auc
         self._seen = 0
 
-    def offer(self, name: str, rgb: np.ndarray, mask: np.ndarray, probability: np.ndarray
-              ) -> None:
-        if self.count < 1 or mask.all() or not mask.any():
+    def offer(self, name: str, rgb: np.ndarray, mask: np.ndarray, probability: np.ndarray,
+              auc: float | None) -> None:
+        """Keep the image if its per-image AUC (None: no pixel AUC) is among the extremes."""
+        if self.count < 1 or auc is None:
             return
-        from sklearn.metrics import roc_auc_score
-
-        auc = float(roc_auc_score(mask.ravel(), probability.ravel()))
         worth = (len(self.best) < self.count or auc > self.best[0].auc
                  or len(self.worst) < self.count or -auc > self.worst[0][0])
         if not worth:
@@ -248,7 +246,7 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
             for group in {"", record.kind or ""}:
                 comparisons[group].add(auc, baselines.aucs.get(str(record.image)))
             if keeper is not None and result.image is not None:
-                keeper.offer(record.image.name, result.image, mask, result.probability)
+                keeper.offer(record.image.name, result.image, mask, result.probability, auc)
             if each is not None:
                 each(record, result)
         name, used = localizer.backend_name, localizer.device
