@@ -180,21 +180,24 @@ INT8_LAYOUTS = {
 # Convolutions carry the compute; Add is the residual join, which TensorRT fuses into the
 # convolution when its other input is quantized too. Everything else stays float.
 INT8_OPS = ("Conv", "Add")
-# Layers that may be kept in float32, by the module scope the exporter writes into node names.
-FLOAT_GROUPS: dict[str, tuple[str, ...]] = {
-    "srm": ("/conv_srm/",),  # the fixed noise-residual filter on the input
-    "stems": ("/encoder/conv1/", "/encoder_srm/conv1/"),  # first convolutions of each trunk
+# Layer groups that may be kept in float32: "inputs" is found from the weights' shapes (see
+# input_convs), the others by the module scope the exporter writes into node names.
+NAMED_GROUPS: dict[str, tuple[str, ...]] = {
+    "srm_stem": ("/encoder_srm/conv1/",),  # the SRM trunk's stem: reads the noise residual
+    "stems": ("/encoder/conv1/", "/encoder_srm/conv1/"),  # both trunks' stems
     "aspp": ("/aspp/",),
     "head": ("/decoder/",),  # segmentation head: its last conv gives the logits
 }
+FLOAT_GROUPS: tuple[str, ...] = ("inputs", *NAMED_GROUPS)
 # No "entropy": through quantize_static ONNX Runtime's KL search has 128 histogram bins for 128
 # quantized bins, i.e. one candidate range, the min/max one; a real 2048-bin search measured
 # worse than both (docs/benchmarks.md, "INT8 attempts").
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile")
 INT8_METHOD_HELP = ("INT8 range calibration: minmax | percentile (default: what measured "
                     "best, docs/export.md).")
-KEEP_FLOAT_HELP = ("INT8: layer groups kept in float32, comma-separated: srm, stems, aspp, "
-                   "head ('' for none; default: what measured best, docs/export.md).")
+KEEP_FLOAT_HELP = ("INT8: layer groups kept in float32, comma-separated: inputs, srm_stem, "
+                   "stems, aspp, head ('' for none; default: what measured best, "
+                   "docs/export.md).")
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ class Int8Recipe:
     float32 tail). The defaults are what measured best (docs/benchmarks.md, "INT8 attempts")."""
 
     method: str = "percentile"
-    keep_float: tuple[str, ...] = ("srm", "stems")
+    keep_float: tuple[str, ...] = ("inputs",)
     per_channel: bool = True
     keep_nodes: tuple[str, ...] = ()  # single nodes kept in float32, by name (sensitivity runs)
 
@@ -224,16 +227,29 @@ class Int8Recipe:
         return cls(method=method or default.method, keep_float=groups)
 
 
+def input_convs(proto: onnx.ModelProto) -> list[str]:
+    """Convolutions with no more input channels than the image: those that read the image (the
+    RGB stem's first, the SRM filter) and the SRM residual. Quantizing the image to 8 bits on a
+    grid that is not the pixel grid adds about a grey level of noise, which the SRM residual
+    amplifies; and with 3-6 input channels INT8 saves next to nothing there."""
+    channels = proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    weights = {t.name: t.dims for t in proto.graph.initializer}
+    return [n.name for n in proto.graph.node if n.op_type == "Conv"
+            and all(a.i == 1 for a in n.attribute if a.name == "group")
+            and len(weights.get(n.input[1], ())) == 4 and weights[n.input[1]][1] <= channels]
+
+
 def float_nodes(proto: onnx.ModelProto, groups: Sequence[str]) -> list[str]:
     """Names of the nodes in the given layer groups; a group that matches nothing is an error
     (a graph from another exporter has other names, and silently quantizing it would lie)."""
     names: list[str] = []
     for group in groups:
-        found = [n.name for n in proto.graph.node if n.name.startswith(FLOAT_GROUPS[group])]
+        found = input_convs(proto) if group == "inputs" else [
+            n.name for n in proto.graph.node if n.name.startswith(NAMED_GROUPS[group])]
         if not found:
-            raise ConfigError(f"layer group {group!r} ({', '.join(FLOAT_GROUPS[group])}) "
-                              "matches no node: export the model with `cflnet-export onnx`, "
-                              "whose node names carry the module names")
+            raise ConfigError(f"layer group {group!r} matches no convolution of this graph: "
+                              "export the model with `cflnet-export onnx`, whose node names "
+                              "carry the module names")
         names += found
     return names
 

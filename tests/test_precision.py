@@ -198,12 +198,13 @@ def test_int8_recipe_keeps_the_chosen_layer_groups_in_float32(fp32):
     copy = onnx.ModelProto()
     copy.CopyFrom(fp32)
     inputs = collect_calibration(Contract(64, 64), None, 4).inputs
-    proto = quantize_int8(copy, inputs, "cpu", Int8Recipe("percentile", ("srm", "head")))
+    proto = quantize_int8(copy, inputs, "cpu", Int8Recipe("percentile", ("inputs", "head")))
     dequantized = {out for n in proto.graph.node if n.op_type == "DequantizeLinear"
                    for out in n.output}
     convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
-    kept = [name for name in convs if name.startswith(("/conv_srm/", "/decoder/"))]
-    assert len(kept) == 3  # the SRM filter and the head's two convolutions
+    kept = [name for name in convs if name.startswith(("/encoder/conv1/", "/conv_srm/",
+                                                       "/encoder_srm/conv1/", "/decoder/"))]
+    assert len(kept) == 5  # the convolutions of 3 input channels, the head's two
     for name, node in convs.items():
         assert (node.input[1] not in dequantized) == (name in kept), name
 
@@ -216,4 +217,5 @@ def test_int8_recipe_refuses_unknown_methods_and_groups(fp32):
         Int8Recipe(method="entropy")
     with pytest.raises(ConfigError, match="neck"):
         Int8Recipe(keep_float=("neck",))
-    assert float_nodes(fp32, ("srm",)) == ["/conv_srm/Conv"]
+    assert float_nodes(fp32, ("inputs",)) == ["/encoder/conv1/Conv", "/conv_srm/Conv",
+                                              "/encoder_srm/conv1/Conv"]
