@@ -164,18 +164,24 @@ def convert_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 # -- INT8 -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Int8Layout:
-    """How activations are quantized. Weights are always int8, symmetric, per output channel."""
+    """How activations are quantized, and which layer groups stay float32 unless the recipe
+    names others. Weights are always int8, symmetric, per output channel."""
 
     signed_activations: bool
     symmetric_activations: bool
+    keep_float: tuple[str, ...]
     why: str
 
 
 INT8_LAYOUTS = {
-    "tensorrt": Int8Layout(True, True, "TensorRT's INT8 kernels are s8s8: symmetric int8 "
-                                       "activations and weights (zero point 0)"),
-    "cpu": Int8Layout(False, False, "ONNX Runtime's fast CPU path (VNNI/AMX) is u8s8: "
-                                    "asymmetric uint8 activations, int8 weights"),
+    "tensorrt": Int8Layout(True, True, ("inputs", "stems"),
+                           "TensorRT's INT8 kernels are s8s8: symmetric int8 activations and "
+                           "weights (zero point 0). Symmetric ranges spend a bit on the sign of "
+                           "ReLU outputs, which have none, and the full-resolution stems then "
+                           "lose too much: they stay float32 (docs/benchmarks.md)"),
+    "cpu": Int8Layout(False, False, ("inputs",),
+                      "ONNX Runtime's fast CPU path (VNNI/AMX) is u8s8: asymmetric uint8 "
+                      "activations, int8 weights"),
 }
 # Convolutions carry the compute; Add is the residual join, which TensorRT fuses into the
 # convolution when its other input is quantized too. Everything else stays float.
@@ -206,7 +212,7 @@ class Int8Recipe:
     float32 tail). The defaults are what measured best (docs/benchmarks.md, "INT8 attempts")."""
 
     method: str = "percentile"
-    keep_float: tuple[str, ...] = ("inputs",)
+    keep_float: tuple[str, ...] | None = None  # None: the INT8 layout's own (INT8_LAYOUTS)
     per_channel: bool = True
     keep_nodes: tuple[str, ...] = ()  # single nodes kept in float32, by name (sensitivity runs)
 
@@ -214,17 +220,20 @@ class Int8Recipe:
         if self.method not in CALIBRATION_METHODS:
             raise ConfigError(f"calibration method {self.method!r} is not one of "
                               f"{', '.join(CALIBRATION_METHODS)}")
-        if unknown := [g for g in self.keep_float if g not in FLOAT_GROUPS]:
+        if unknown := [g for g in self.keep_float or () if g not in FLOAT_GROUPS]:
             raise ConfigError(f"layer group(s) {', '.join(unknown)} unknown; keep any of "
                               f"{', '.join(FLOAT_GROUPS)} in float32")
 
     @classmethod
     def parse(cls, method: str | None = None, keep_float: str | None = None) -> Int8Recipe:
         """The recipe from command-line text (groups comma-separated); None keeps a default."""
-        default = cls()
-        groups = default.keep_float if keep_float is None else tuple(
+        groups = None if keep_float is None else tuple(
             part.strip() for part in keep_float.split(",") if part.strip())
-        return cls(method=method or default.method, keep_float=groups)
+        return cls(method=method or cls.method, keep_float=groups)
+
+    def groups(self, target: str) -> tuple[str, ...]:
+        """The layer groups kept float32 for an INT8 layout."""
+        return INT8_LAYOUTS[target].keep_float if self.keep_float is None else self.keep_float
 
 
 def input_convs(proto: onnx.ModelProto) -> list[str]:
@@ -342,7 +351,7 @@ def quantize_int8(proto: onnx.ModelProto, batches: Iterable[np.ndarray],
         raise ConfigError(f"INT8 target {target!r} is not one of {', '.join(INT8_TARGETS)}")
     layout = INT8_LAYOUTS[target]
     name_nodes(proto)
-    excluded = float32_tail(proto) + float_nodes(proto, recipe.keep_float) + \
+    excluded = float32_tail(proto) + float_nodes(proto, recipe.groups(target)) + \
         list(recipe.keep_nodes)
     method = {"minmax": CalibrationMethod.MinMax,
               "percentile": CalibrationMethod.Percentile}[recipe.method]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cflnet_sdk.export.calibration import Calibration
+from cflnet_sdk.export.precision import INT8_TARGETS, Int8Recipe
 from cflnet_sdk.export.variants import TORCH, Measured
 
 MAX_AUC_CHANGE = 0.005
@@ -57,6 +58,7 @@ class VariantsReport:
     calibration: Calibration
     rows: list[Measured]
     prior: dict[str, Any]  # the centre prior's metrics on the same data
+    recipe: Int8Recipe
     tile: bool
     megapixels: float
     date: str = field(default_factory=lambda: datetime.date.today().isoformat())
@@ -88,6 +90,8 @@ class VariantsReport:
         return {
             "command": self.command, "date": self.date, "machine": self.machine,
             "data": self.data, "mode": "tile" if self.tile else "resize", "unit": self.unit,
+            "int8": {"method": self.recipe.method,
+                     "kept_float32": {t: list(self.recipe.groups(t)) for t in INT8_TARGETS}},
             "calibration": {"photos": [str(p) for p in self.calibration.photos],
                             "inputs": len(self.calibration.inputs),
                             "skipped": [{"file": str(p), "why": why}
@@ -114,9 +118,12 @@ class VariantsReport:
             f"({self.row('fp32').evaluation['metrics'].get('images')} images) through "
             f"`Localizer`: honest per-image pixel AUC; mask IoU: mean over images of the IoU "
             f"between the file's masks and the fp32 file's. Speed: {speed}, every file timed "
-            f"in one interleaved run. INT8 calibration: {len(self.calibration.inputs)} inputs "
-            f"from {len(self.calibration.photos)} real photos, none of them in the evaluation "
-            f"data; {len(self.calibration.skipped)} files skipped (listed in variants.json).",
+            f"in one interleaved run. INT8: {self.recipe.method} ranges from "
+            f"{len(self.calibration.inputs)} inputs of {len(self.calibration.photos)} real "
+            f"photos, none of them in the evaluation data "
+            f"({len(self.calibration.skipped)} files skipped, listed in variants.json); layer "
+            "groups kept float32: " + "; ".join(
+                f"{t} {', '.join(self.recipe.groups(t)) or 'none'}" for t in INT8_TARGETS) + ".",
             "",
             f"| variant | file | MB | {self.unit} | speed-up vs torch eager | pixel AUC "
             "| AUC change vs fp32 | mask IoU vs fp32 | beats centre prior |",

@@ -45,15 +45,16 @@ def variants(
     recipe = Int8Recipe.parse(int8_method, keep_float)
     command = ["cflnet", "variants", str(checkpoint), "--data", data, "--calib", str(calib),
                "-o", str(output), "--calib-count", str(calib_count), "--int8-method",
-               recipe.method, "--int8-keep-float", ",".join(recipe.keep_float),
-               "--iterations", str(iterations)]
+               recipe.method, "--iterations", str(iterations)]
+    if recipe.keep_float is not None:
+        command += ["--int8-keep-float", ",".join(recipe.keep_float)]
     log = typer.echo
     built = build_variants(checkpoint, output, calib, calib_count, recipe, log)
     check_disjoint(built.calibration.photos, data, data_format)
     rows, prior = measure_variants(checkpoint, built, data, data_format=data_format,
                                    device=device, megapixels=megapixels,
                                    warmup=min(2, iterations), iterations=iterations, log=log)
-    report = VariantsReport(shlex.join(command), data, built.calibration, rows, prior,
+    report = VariantsReport(shlex.join(command), data, built.calibration, rows, prior, recipe,
                             tile=built.tile, megapixels=megapixels)
     markdown, document = report.write(output)
     typer.echo(report.markdown())
