@@ -108,8 +108,9 @@ def verify_export(net, output: Path, precision: str, dynamic_batch: bool,
     from cflnet_sdk.export.onnx import read_metadata
 
     contract = Contract.from_json(read_metadata(output)["cflnet.contract"])
-    probes = [parity.random_probes(contract, batch=2 if dynamic_batch else 1),
-              parity.photo_probes(contract)]
+    int8 = precision == "int8"
+    probes = [] if int8 else [parity.random_probes(contract, batch=2 if dynamic_batch else 1)]
+    probes.append(parity.photo_probes(contract))
     if dynamic_shape:
         wide = contract.with_size(contract.height, contract.width + 64)
         probes.append(parity.Probes(f"random {wide.height}x{wide.width}",
@@ -123,7 +124,10 @@ def verify_export(net, output: Path, precision: str, dynamic_batch: bool,
         results.append(parity.compare_tiled(
             parity.torch_runner(net), parity.onnx_runner(output), parity.odd_size_photos(),
             contract, atol, max_batch=None if dynamic_batch else 1))
-    return _report(results, f"{output.name} vs PyTorch (pass: max abs error <= {atol}):")
+    if int8:
+        results = [parity.judge_int8(item) for item in results]
+    rule = parity.INT8_RULE if int8 else f"max abs error <= {atol}"
+    return _report(results, f"{output.name} vs PyTorch (pass: {rule}):")
 
 
 @app.command("engine")
@@ -238,8 +242,9 @@ def check_command(
     images: Path | None = typer.Option(None, "--images", help="Folder of your own images."),
     count: int = typer.Option(16, "--count", help="Images per probe set."),
     atol: float | None = typer.Option(None, "--atol", help="Max abs probability error "
-                                      "allowed (default by precision: fp32 1e-4, fp16 1e-2, "
-                                      "int8 0.1)."),
+                                      "allowed (default by precision: fp32 1e-4, fp16 1e-2; "
+                                      "int8 is judged by mask IoU >= 0.85 and AUC change "
+                                      "<= 0.01 on photos unless --atol is given)."),
     rtol: float = typer.Option(0.0, "--rtol", help="Relative tolerance (polygraphy)."),
     max_auc_drop: float | None = typer.Option(None, "--max-auc-drop",
                                               help="Fail if held-out AUC drops more."),
@@ -259,25 +264,26 @@ def check_command(
     candidate = parity.open_candidate(model, net.contract)
     contract = candidate.contract
     tolerance = parity.DEFAULT_ATOL.get(candidate.precision, 1e-4) if atol is None else atol
-    probes = [parity.random_probes(contract),
-              parity.folder_probes(images, contract, count) if images
-              else parity.photo_probes(contract),
-              parity.held_out_probes(contract, count)]
+    int8 = candidate.precision == "int8" and atol is None
+    probes = [] if int8 else [parity.random_probes(contract)]
+    probes += [parity.folder_probes(images, contract, count) if images
+               else parity.photo_probes(contract), parity.held_out_probes(contract, count)]
+    judge = parity.judge_int8 if int8 else (lambda item: item)
     results = []
     for probe in probes:
-        item = parity.compare(parity.torch_runner(net), candidate.runner, probe,
-                              contract.threshold, tolerance, rtol)
+        item = judge(parity.compare(parity.torch_runner(net), candidate.runner, probe,
+                                    contract.threshold, tolerance, rtol))
         if max_auc_drop is not None and item.auc_diff is not None \
                 and -item.auc_diff > max_auc_drop:
             item = replace(item, passed=False)
         results.append(item)
     if contract.mode == "tile":
-        results.append(parity.compare_tiled(
+        results.append(judge(parity.compare_tiled(
             parity.torch_runner(net), candidate.runner,
             parity.odd_size_photos(images, len(parity.ODD_SIZES)), contract, tolerance, rtol,
-            candidate.max_batch))
-    label = (f"{model.name} ({candidate.precision}) vs PyTorch {reference.name} "
-             f"(pass: max abs error <= {tolerance}, rtol {rtol}):")
+            candidate.max_batch)))
+    rule = parity.INT8_RULE if int8 else f"max abs error <= {tolerance}, rtol {rtol}"
+    label = f"{model.name} ({candidate.precision}) vs PyTorch {reference.name} (pass: {rule}):"
     if not _report(results, label):
         raise typer.Exit(1)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,11 @@ from cflnet_sdk.tiling import TILE_BATCH, TiledImage
 HELD_OUT_SEED = 2  # synthetic held-out set; calibration uses seed 1, so they never overlap
 # Default pass/fail tolerance on the max absolute probability error, by precision.
 DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}
+# INT8 moves single pixels near a decision by 0.2 or more, and random noise lies outside the
+# ranges it was calibrated on, so an INT8 file is judged by what a user of it sees on
+# photos: the thresholded masks and the pixel AUC. Its max error is reported, not judged.
+INT8_MIN_MASK_IOU = 0.85
+INT8_MAX_AUC_CHANGE = 0.01
 # Tile-mode probe sizes (height, width): smaller than a tile, and partial tiles at both edges.
 ODD_SIZES = ((31, 47), (333, 500), (601, 799))
 
@@ -265,6 +270,16 @@ def run_both(reference: Any, candidate: Any, probes: Probes, atol: float, rtol: 
             results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
     outputs = [[np.array(it[OUTPUT_NAME]) for it in iterations] for _, iterations in results]
     return outputs, bool(verdict)
+
+
+def judge_int8(item: Figures) -> Figures:
+    """An INT8 result passes on mask IoU and AUC change against PyTorch, not on max error."""
+    auc_kept = item.auc_diff is None or abs(item.auc_diff) <= INT8_MAX_AUC_CHANGE
+    return replace(item, passed=item.mask_iou >= INT8_MIN_MASK_IOU and auc_kept)
+
+
+INT8_RULE = (f"mask IoU >= {INT8_MIN_MASK_IOU}, pixel AUC change <= {INT8_MAX_AUC_CHANGE}; "
+             "max error reported only")
 
 
 def compare(reference: Any, candidate: Any, probes: Probes, threshold: float,

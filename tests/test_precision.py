@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,14 @@ def test_int8_recipe_refuses_unknown_methods_and_groups(fp32):
         Int8Recipe(keep_float=("neck",))
     assert float_nodes(fp32, ("inputs",)) == ["/encoder/conv1/Conv", "/conv_srm/Conv",
                                               "/encoder_srm/conv1/Conv"]
+
+
+def test_int8_files_are_judged_by_masks_and_auc_not_max_error():
+    from cflnet_sdk.export.parity import Figures, judge_int8
+
+    close = Figures("photos", 4, max_abs=0.4, mean_abs=0.01, mask_iou=0.92, auc_reference=0.80,
+                    auc_candidate=0.805, passed=False)
+    assert judge_int8(close).passed, "a large single-pixel error alone must not fail INT8"
+    assert not judge_int8(replace(close, mask_iou=0.7)).passed
+    assert not judge_int8(replace(close, auc_candidate=0.78)).passed
+    assert judge_int8(replace(close, auc_reference=None, auc_candidate=None)).passed
