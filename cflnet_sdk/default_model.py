@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "cflnet_default.onnx"
+# The same network as a full training checkpoint (projection head included), to fine-tune.
+DEFAULT_CHECKPOINT = DEFAULT_MODEL.with_suffix(".safetensors")
 
 
 def default_model_path() -> Path | None:

@@ -175,6 +175,48 @@ def test_cli_train_writes_a_usable_run(tmp_path, photo_files):
     assert 0.0 <= prediction.score <= 1.0
 
 
+def test_init_fine_tunes_a_checkpoint_with_its_own_architecture(tmp_path):
+    """``--init``: the file's network, size and mode are used, its weights are the start, and a
+    flag contradicting its architecture is refused."""
+    from cflnet_sdk.training.checkpoint import save_checkpoint
+    from cflnet_sdk.training.train import build_model
+
+    source = build_model(TrainConfig(**TINY, mode="tile", ela_qualities=(90,)), resume=False)
+    path = save_checkpoint(source, tmp_path / "start.safetensors", half=True)
+    config = resolve(None, {"init": str(path), "batch_size": 2, "lr": 1e-5})
+    assert (config.backbone, config.aspp_channels, config.embedding_dim, config.size,
+            config.mode, config.ela_qualities) == ("resnet18", 32, 16, 64, "tile", (90,))
+    started = build_model(config, resume=False).state_dict()
+    for key, value in source.state_dict().items():
+        expected = value.half().to(value.dtype) if value.is_floating_point() else value
+        assert torch.equal(started[key], expected), key
+    assert resolve(None, {"init": str(path), "size": 128}).size == 128  # input may change
+    with pytest.raises(ConfigError, match="aspp_channels 64"):
+        resolve(None, {"init": str(path), "aspp_channels": 64})
+    with pytest.raises(ConfigError, match="not both"):
+        resolve(None, {"init": str(path), "pretrained_backbone": str(path)})
+
+
+def test_cli_fine_tunes_the_default_model(tmp_path):
+    """``cflnet train --init default``: the shipped network, trained on at another tile size."""
+    from cflnet_sdk.default_model import DEFAULT_CHECKPOINT
+    from cflnet_sdk.training.checkpoint import read_checkpoint
+
+    run = tmp_path / "tuned"
+    done = subprocess.run([sys.executable, "-m", "cflnet_sdk", "train", "--init", "default",
+                           "--synthetic", "--size", "64", "--epochs", "1", "--steps-per-epoch",
+                           "1", "--batch-size", "2", "--val-samples", "2", "--workers", "0",
+                           "--device", "cpu", "--out", str(run)],
+                          capture_output=True, text=True, env=tiny_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"fine-tuning {DEFAULT_CHECKPOINT}" in done.stdout
+    _, shipped, shipped_contract = read_checkpoint(DEFAULT_CHECKPOINT)
+    _, tuned, contract = read_checkpoint(run / "last.safetensors")
+    assert tuned == shipped
+    assert (contract.mode, contract.channels, contract.height) == (
+        shipped_contract.mode, shipped_contract.channels, 64)
+
+
 def test_cli_refuses_batch_size_one(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cflnet_sdk", "train", "--synthetic",
                            "--batch-size", "1", "--out", str(tmp_path / "r")],

@@ -79,6 +79,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CFLNetCo
     return tensors, config, contract
 
 
+def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's tensors of a checkpoint, without a training run's ``state.*`` entries."""
+    return {k: v for k, v in tensors.items() if not k.startswith("state.")}
+
+
 def load_weights(model: CFLNet, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """``load_state_dict(strict=True)`` with a message listing every mismatch, not a traceback."""
     own = model.state_dict()
@@ -97,8 +102,7 @@ def load_weights(model: CFLNet, state: dict[str, torch.Tensor], source: str | Pa
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> CFLNet:
     """Rebuild the model from a checkpoint, in eval mode, with ``model.contract`` set."""
     tensors, config, contract = read_checkpoint(path)
-    state = {k: v for k, v in tensors.items() if not k.startswith("state.")}
     model = CFLNet(config)
-    load_weights(model, state, path)
+    load_weights(model, model_state(tensors), path)
     model.contract = contract
     return model.to(map_location).eval()

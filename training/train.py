@@ -111,7 +111,8 @@ def precision_warning(device: torch.device, precision: str) -> str | None:
 
 
 def build_model(config: TrainConfig, resume: bool) -> nn.Module:
-    """A CFL-Net in train mode; the projection head is frozen for the CE-only ablation."""
+    """A CFL-Net in train mode, from ``--init``'s weights if given; the projection head is
+    frozen for the CE-only ablation."""
     from cflnet_sdk.training.config import CFLNetConfig
     from cflnet_sdk.training.model import CFLNet
 
@@ -122,6 +123,10 @@ def build_model(config: TrainConfig, resume: bool) -> nn.Module:
                                 config.pretrained_backbone,
                                 extra_channels=contract.channels - 3))
     model.contract = contract
+    if config.init and not resume:  # a resumed run's weights come from its own state
+        from cflnet_sdk.training.checkpoint import load_weights, model_state, read_checkpoint
+
+        load_weights(model, model_state(read_checkpoint(config.init)[0]), config.init)
     if config.contrastive_weight == 0:  # no loss reaches it: keep it out of Adam and DDP
         model.projection.requires_grad_(False)
     return model.train()
@@ -375,7 +380,8 @@ class Trainer:
         config, p = self.config, self.position
         self.log(f"training {config.backbone} CFL-Net at {config.size}x{config.size}, batch "
                  f"{config.batch_size} x {self.info.world_size} process(es), {config.precision} "
-                 f"on {self.device}, {config.epochs} epochs -> {self.run_dir}")
+                 f"on {self.device}, {config.epochs} epochs -> {self.run_dir}"
+                 + (f" (fine-tuning {config.init})" if config.init else ""))
         warning = precision_warning(self.device, config.precision)
         if warning:
             self.log(warning)

@@ -29,6 +29,7 @@ class TrainConfig:
     aspp_channels: int = 512
     embedding_dim: int = 256
     pretrained_backbone: str | None = None
+    init: str | None = None  # checkpoint whose weights training starts from (fine-tuning)
     size: int = 256
     # input: "resize" (the paper's) or "tile" (native crops); error-level channels (ours)
     mode: str = "resize"
@@ -92,6 +93,9 @@ class TrainConfig:
             problems.append("class_weights needs two values: pristine, tampered")
         if self.synthetic and self.data:
             problems.append("give either --synthetic or --data, not both")
+        if self.init and self.pretrained_backbone:
+            problems.append("give either --init (a whole network) or --pretrained-backbone "
+                            "(the RGB trunk only), not both")
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
         self.contract()  # mode and error-level qualities are checked where they are defined
@@ -157,9 +161,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(config_file: str | Path | None, flags: dict[str, Any]) -> TrainConfig:
-    """Defaults, then the file, then the flags that were given (``None`` = not given)."""
+    """Defaults, then ``--init``'s network, then the file, then the flags that were given
+    (``None`` = not given)."""
     values = read_yaml(config_file) if config_file else {}
     values.update({k: v for k, v in flags.items() if v is not None})
+    if values.get("init"):
+        values = {**init_settings(values["init"], _coerce(values)), **values}
     try:
         return TrainConfig(**_coerce(values))
     except TypeError as exc:  # a wrong type in the YAML surfaces as TypeError in checks
@@ -177,3 +184,31 @@ def resume_config(run_dir: str | Path, flags: dict[str, Any]) -> TrainConfig:
                           "what a step computes); start a new run with --out instead", run_dir)
     # max_steps bounds one invocation; a resumed run does not inherit the previous bound
     return saved.updated({"max_steps": 0, **given, "out": str(run_dir)})
+
+
+# What a checkpoint fixes about the network (its weights only fit that shape) ...
+ARCHITECTURE_SETTINGS = ("backbone", "aspp_channels", "embedding_dim", "ela_qualities")
+# ... and how it was fed, which fine-tuning keeps unless told otherwise.
+INPUT_SETTINGS = ("size", "mode")
+
+
+def init_settings(path: str | Path, given: dict[str, Any]) -> dict[str, Any]:
+    """The architecture and input settings of the checkpoint ``--init`` starts from.
+
+    A user fine-tuning a model should not have to repeat how it was built; a flag that
+    contradicts the file's architecture is an error, since its weights could not load.
+    """
+    from cflnet_sdk.training.checkpoint import read_checkpoint
+
+    _, network, contract = read_checkpoint(path)
+    found = {"backbone": network.backbone, "aspp_channels": network.aspp_channels,
+             "embedding_dim": network.embedding_dim, "ela_qualities": contract.ela_qualities,
+             "mode": contract.mode}
+    if contract.height == contract.width:
+        found["size"] = contract.height
+    clashes = [f"{k} {given[k]!r} (the file's: {found[k]!r})" for k in ARCHITECTURE_SETTINGS
+               if k in given and given[k] != found[k]]
+    if clashes:
+        raise ConfigError(f"--init {path} holds another network: {'; '.join(clashes)}; drop "
+                          "those settings (they are taken from the file) or start from scratch")
+    return found

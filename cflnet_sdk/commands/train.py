@@ -51,6 +51,9 @@ def train(
     pretrained_backbone: Path | None = typer.Option(None, "--pretrained-backbone",
                                                     help="Local ImageNet weights for the RGB "
                                                          "trunk (timm/torchvision names)."),
+    init: str | None = typer.Option(None, "--init", help="Fine-tune: start from this "
+                                    "checkpoint's weights (`default`: the shipped model); its "
+                                    "architecture, --size and --mode are used."),
     backbone: str | None = typer.Option(None, "--backbone", help="timm trunk (default resnet50)."),
     aspp_channels: int | None = typer.Option(None, "--aspp-channels", help="ASPP width (512)."),
     embedding_dim: int | None = typer.Option(None, "--embedding-dim",
@@ -98,6 +101,7 @@ def train(
         "ela_qualities": _qualities(ela),
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
         "pretrained_backbone": None if pretrained_backbone is None else str(pretrained_backbone),
+        "init": _init_checkpoint(init),
         "backbone": backbone, "aspp_channels": aspp_channels, "embedding_dim": embedding_dim,
         "size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "lr_step_epochs": lr_step_epochs, "lr_gamma": lr_gamma, "patch_size": patch_size,
@@ -138,3 +142,15 @@ def _qualities(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a comma-separated list of JPEG qualities",
                                  param_hint="--ela") from None
+
+
+def _init_checkpoint(value: str | None) -> str | None:
+    """``--init default`` names the shipped model's checkpoint by its installed path."""
+    if value != "default":
+        return value
+    from cflnet_sdk.default_model import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise typer.BadParameter("this build ships no default model to fine-tune; pass a "
+                                 ".safetensors checkpoint", param_hint="--init")
+    return str(DEFAULT_CHECKPOINT)
