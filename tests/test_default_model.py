@@ -68,3 +68,17 @@ def test_cflnet_predict_without_model_uses_the_default(tmp_path):
                (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert summary[0]["score"] == pytest.approx(json.loads(REFERENCE.read_text())["score"],
                                                 abs=1e-4)
+
+
+def test_lean_runtime_runs_the_default_model_without_torch():
+    """What a Jetson install has (ONNX Runtime, no torch) gives the pinned answer too."""
+    code = ("import sys, json; sys.modules['torch'] = None\n"
+            "from cflnet_sdk import Localizer\n"
+            "from tests.default_model_reference import answer\n"
+            "print(json.dumps(answer(Localizer())))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=CARD.parent.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout)
+    for key, value in json.loads(REFERENCE.read_text()).items():
+        assert got[key] == pytest.approx(value, abs=1e-4), key
