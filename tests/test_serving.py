@@ -355,11 +355,14 @@ def standin_ensemble(model: Path, repository: Path, **options) -> None:
 
 
 @pytest.mark.parametrize("mode", ["resize", "tile"])
-def test_ensemble_steps_answer_like_localizer(mode, default_model, triton, tmp_path, payloads,
-                                              request):
+def test_ensemble_steps_answer_like_localizer(mode, triton, tmp_path, payloads, request,
+                                              tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    # tile: a small tile-mode model (128x128 tiles), exported from PyTorch by conftest
-    model = request.getfixturevalue("tile_onnx") if mode == "tile" else default_model
+    from tests.test_localizer import onnx_model
+
+    # small models exported from PyTorch by conftest: 64x64 resize mode, 128x128 tiles
+    model = (request.getfixturevalue("tile_onnx") if mode == "tile" else
+             onnx_model(request.getfixturevalue("tiny_checkpoint"), tmp_path_factory))
     standin_ensemble(model, tmp_path / "repo")
     server = triton(tmp_path / "repo")
     reference = Localizer(model, device="cpu")

@@ -16,7 +16,7 @@ from cflnet_sdk.errors import ConfigError
 from cflnet_sdk.prediction import image_score
 from cflnet_sdk.tiling import TileGrid, tile_count
 from tests.conftest import photo_array
-from tests.test_localizer import check_prediction
+from tests.test_localizer import check_prediction, onnx_model
 from tests.test_predict_cli import cflnet
 
 SIZES = [(1, 1), (31, 47), (128, 128), (500, 333), (1536, 1024), (3000, 2000)]
@@ -100,8 +100,26 @@ def test_no_seam_shows_across_tile_borders(tile_onnx, ort_tile, name):
     assert seam_ratio(Localizer(tile_onnx, contract=hard).predict(rgb).probability, hard) > 10
 
 
-def test_resize_mode_is_the_old_pipeline_bit_for_bit():
-    localizer = Localizer()  # the shipped default: a version-1 contract, resize mode
+# The fields a version-1 contract had (resize mode only), as the first releases wrote them.
+VERSION_1_FIELDS = ("height", "width", "channel_order", "mean", "std", "resize", "threshold")
+
+
+@pytest.fixture(scope="module")
+def version_1_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
+    """An ONNX file as version 1 wrote it: the same network, its contract in the old form."""
+    from cflnet_sdk.export.onnx import load_onnx, read_metadata, save_onnx, set_metadata
+
+    current = onnx_model(tiny_checkpoint, tmp_path_factory)
+    contract = json.loads(read_metadata(current)["cflnet.contract"])
+    old = {key: contract[key] for key in VERSION_1_FIELDS} | {"version": 1}
+    proto = load_onnx(current)
+    set_metadata(proto, {"cflnet.contract": json.dumps(old, sort_keys=True)})
+    return save_onnx(proto, tmp_path_factory.mktemp("version-1") / "v1.onnx")
+
+
+def test_resize_mode_is_the_old_pipeline_bit_for_bit(version_1_onnx):
+    localizer = Localizer(version_1_onnx)  # a version-1 contract: resize mode
+    assert localizer.mode == "resize"
     rgb = photo_array("coffee")
     prediction = localizer.predict(rgb)
     model_size = localizer.backend.run(localizer.contract.preprocess(rgb)[None])[0]
@@ -110,14 +128,14 @@ def test_resize_mode_is_the_old_pipeline_bit_for_bit():
     assert prediction.score == image_score(np.clip(model_size, 0.0, 1.0))
 
 
-def test_a_version_1_model_file_loads_and_runs_in_either_mode():
-    from cflnet_sdk.default_model import DEFAULT_MODEL
+def test_a_version_1_model_file_loads_and_runs_in_either_mode(version_1_onnx):
     from cflnet_sdk.export.onnx import read_metadata
 
-    assert json.loads(read_metadata(DEFAULT_MODEL)["cflnet.contract"])["version"] == 1
-    localizer = Localizer(DEFAULT_MODEL, mode="tile")
+    assert json.loads(read_metadata(version_1_onnx)["cflnet.contract"])["version"] == 1
+    check_prediction(Localizer(version_1_onnx).predict(photo_of(200, 301)), (200, 301))
+    localizer = Localizer(version_1_onnx, mode="tile")
     contract = localizer.contract
-    assert (contract.version, contract.mode, contract.tile_overlap) == (2, "tile", 32)
+    assert (contract.version, contract.mode, contract.tile_overlap) == (2, "tile", 16)
     check_prediction(localizer.predict(photo_of(200, 301)), (200, 301))
 
 
