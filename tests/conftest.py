@@ -109,17 +109,23 @@ def tile_onnx(tile_checkpoint, tmp_path_factory) -> Path:
     return export_onnx(tile_checkpoint, tmp_path_factory.mktemp("tile-onnx") / "tile.onnx")
 
 
-@pytest.fixture(scope="session")
-def ela_checkpoint(torch_threads, tmp_path_factory) -> Path:
-    """The small tile-mode CFL-Net with one error-level input channel (JPEG quality 90)."""
+def error_level_checkpoint(folder: Path, srm: bool) -> Path:
+    """A small tile-mode CFL-Net with one error-level input channel (JPEG quality 90), beside
+    the SRM residuals or (``srm=False``) alone in the second stream."""
+    import torch
+
     from cflnet_sdk.contract import Contract
     from cflnet_sdk.training.checkpoint import save_checkpoint
     from cflnet_sdk.training.config import CFLNetConfig
     from cflnet_sdk.training.model import CFLNet
 
-    torch_threads.manual_seed(1)
-    model = CFLNet(CFLNetConfig(backbone="test_resnet", aspp_channels=16, embedding_dim=8,
-                                extra_channels=1)).eval()
+    torch.manual_seed(1)
+    model = CFLNet(CFLNetConfig(backbone="test_resnet", srm=srm, aspp_channels=16,
+                                embedding_dim=8, extra_channels=1)).eval()
     contract = Contract(height=128, width=128, mode="tile", ela_qualities=(90,))
-    path = tmp_path_factory.mktemp("ela") / "ela.safetensors"
-    return save_checkpoint(model, path, contract=contract)
+    return save_checkpoint(model, folder / "ela.safetensors", contract=contract)
+
+
+@pytest.fixture(scope="session")
+def ela_checkpoint(torch_threads, tmp_path_factory) -> Path:
+    return error_level_checkpoint(tmp_path_factory.mktemp("ela"), srm=True)

@@ -98,6 +98,22 @@ def test_without_srm_stream(torch_threads):
     assert model.aspp.aspp1.atrous_conv.in_channels == 512
 
 
+def test_error_levels_alone_can_feed_the_second_stream(torch_threads):
+    """``srm=False`` with extra channels (ours): the second trunk reads only channels 4+, so
+    the RGB channels cannot reach it."""
+    model = CFLNet(CFLNetConfig(backbone="test_resnet", srm=False, aspp_channels=16,
+                                embedding_dim=8, extra_channels=3)).eval()
+    assert not hasattr(model, "conv_srm")
+    seen = []
+    model.encoder_srm.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    x = torch.randn(1, 6, 64, 64)
+    with torch.no_grad():
+        probability = CFLNetInference(model)(x)
+    assert torch.equal(seen[0], x[:, 3:])
+    assert probability.shape == (1, 1, 64, 64)
+    assert set(CFLNetInference(model).state_dict()) <= set(model.state_dict())
+
+
 def test_inference_probability_is_softmax_of_upsampled_logits(tiny_model):
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():

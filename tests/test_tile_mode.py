@@ -148,11 +148,13 @@ def test_mode_comes_from_the_contract_and_can_be_overridden(tile_onnx, ort_tile)
         Localizer(tile_onnx, mode="crop")  # type: ignore[arg-type]
 
 
-def test_an_error_level_model_runs_end_to_end_in_both_modes(ela_checkpoint, tmp_path,
+@pytest.mark.parametrize("srm", [True, False], ids=["with-srm", "error-levels-alone"])
+def test_an_error_level_model_runs_end_to_end_in_both_modes(srm, ela_checkpoint, tmp_path,
                                                             jpeg_333x500):
     from cflnet_sdk.export.onnx import export_onnx, load_onnx
+    from tests.conftest import error_level_checkpoint
 
-    checkpoint = ela_checkpoint
+    checkpoint = ela_checkpoint if srm else error_level_checkpoint(tmp_path, srm=False)
     onnx = export_onnx(checkpoint, tmp_path / "ela.onnx")
     dims = load_onnx(onnx, load_weights=False).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims[1:]] == [4, 128, 128]

@@ -16,7 +16,8 @@ class CFLNetConfig:
     ``pretrained_backbone`` is a local timm/torchvision state dict for the RGB trunk (never a
     download); it only matters when a model is first built and is not saved in checkpoints.
     ``extra_channels`` (ours, not the paper's) are input channels after R, G, B, such as the
-    contract's error levels; they join the SRM residuals as input of the noise stream.
+    contract's error levels; they join the SRM residuals as input of the noise stream, or are
+    its only input when ``srm`` is off.
     """
 
     backbone: str = "resnet50"
@@ -30,15 +31,19 @@ class CFLNetConfig:
     extra_channels: int = 0
 
     def __post_init__(self) -> None:
-        if self.extra_channels < 0 or (self.extra_channels and not self.srm):
-            raise ConfigError(f"extra_channels {self.extra_channels} must be >= 0 and needs "
-                              "the SRM (noise) stream, which takes them as input")
+        if self.extra_channels < 0:
+            raise ConfigError(f"extra_channels {self.extra_channels} must be >= 0")
         if len(self.aspp_rates) != 4 or any(r < 1 for r in self.aspp_rates):
             raise ConfigError(f"aspp_rates {self.aspp_rates} must be four positive dilations")
         if min(self.aspp_channels, self.num_classes, self.embedding_dim) < 1:
             raise ConfigError("aspp_channels, num_classes and embedding_dim must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout {self.dropout} must be in [0, 1)")
+
+    @property
+    def noise_channels(self) -> int:
+        """Input channels of the second (noise) stream; 0 = no second stream."""
+        return 3 * self.srm + self.extra_channels
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -43,7 +43,8 @@ class CFLNet(nn.Module):
         channels = self.encoder.feature_info.channels()[-1]
         if config.srm:
             self.conv_srm = srm_conv()
-            self.encoder_srm = create_trunk(config.backbone, 3 + config.extra_channels)
+        if config.noise_channels:
+            self.encoder_srm = create_trunk(config.backbone, config.noise_channels)
             channels *= 2
         width = config.aspp_channels
         self.aspp = ASPP(channels, width, config.aspp_rates, config.dropout)
@@ -67,10 +68,11 @@ class CFLNet(nn.Module):
         """
         rgb = x[:, :3] if self.config.extra_channels else x
         features = self.encoder(rgb)[-1]
-        if self.config.srm:
-            noise = self.conv_srm(rgb)
+        if self.config.noise_channels:
+            streams = [self.conv_srm(rgb)] if self.config.srm else []
             if self.config.extra_channels:
-                noise = torch.cat([noise, x[:, 3:]], dim=1)
+                streams.append(x[:, 3:])
+            noise = torch.cat(streams, dim=1) if len(streams) > 1 else streams[0]
             features = torch.cat([features, self.encoder_srm(noise)[-1]], dim=1)
         features = self.aspp(features)
         return F.interpolate(features, scale_factor=4, mode="bilinear", align_corners=True)
@@ -144,6 +146,7 @@ class CFLNetInference(nn.Module):
         self.encoder = model.encoder
         if model.config.srm:
             self.conv_srm = model.conv_srm
+        if model.config.noise_channels:
             self.encoder_srm = model.encoder_srm
         self.aspp = model.aspp
         self.decoder = model.decoder

@@ -117,7 +117,8 @@ def build_model(config: TrainConfig, resume: bool) -> nn.Module:
     from cflnet_sdk.training.model import CFLNet
 
     contract = config.contract()
-    model = CFLNet(CFLNetConfig(backbone=config.backbone, aspp_channels=config.aspp_channels,
+    model = CFLNet(CFLNetConfig(backbone=config.backbone, srm=config.srm,
+                                aspp_channels=config.aspp_channels,
                                 embedding_dim=config.embedding_dim,
                                 pretrained_backbone=None if resume else
                                 config.pretrained_backbone,

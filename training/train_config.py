@@ -26,6 +26,7 @@ class TrainConfig:
 
     # model
     backbone: str = "resnet50"
+    srm: bool = True  # the noise stream's SRM residuals; off: error levels alone feed it (ours)
     aspp_channels: int = 512
     embedding_dim: int = 256
     pretrained_backbone: str | None = None
@@ -187,7 +188,7 @@ def resume_config(run_dir: str | Path, flags: dict[str, Any]) -> TrainConfig:
 
 
 # What a checkpoint fixes about the network (its weights only fit that shape) ...
-ARCHITECTURE_SETTINGS = ("backbone", "aspp_channels", "embedding_dim", "ela_qualities")
+ARCHITECTURE_SETTINGS = ("backbone", "srm", "aspp_channels", "embedding_dim", "ela_qualities")
 # ... and how it was fed, which fine-tuning keeps unless told otherwise.
 INPUT_SETTINGS = ("size", "mode")
 
@@ -201,7 +202,8 @@ def init_settings(path: str | Path, given: dict[str, Any]) -> dict[str, Any]:
     from cflnet_sdk.training.checkpoint import read_checkpoint
 
     _, network, contract = read_checkpoint(path)
-    found = {"backbone": network.backbone, "aspp_channels": network.aspp_channels,
+    found = {"backbone": network.backbone, "srm": network.srm,
+             "aspp_channels": network.aspp_channels,
              "embedding_dim": network.embedding_dim, "ela_qualities": contract.ela_qualities,
              "mode": contract.mode}
     if contract.height == contract.width:

@@ -44,6 +44,9 @@ def train(
     ela: str | None = typer.Option(None, "--ela", help="Error-level input channels at these "
                                    "JPEG qualities, e.g. 90 or 75,90 (ours, not the paper's; "
                                    "default none)."),
+    no_srm: bool = typer.Option(False, "--no-srm", help="No SRM residuals: the second stream "
+                                "sees only the --ela channels (ours), or is left out without "
+                                "them (the paper's RGB-only ablation)."),
     no_contrastive: bool = typer.Option(False, "--no-contrastive",
                                         help="CE only (the paper's ablation)."),
     contrastive_weight: float | None = typer.Option(None, "--contrastive-weight",
@@ -98,7 +101,7 @@ def train(
         "synthetic": synthetic, "steps_per_epoch": steps_per_epoch, "val_samples": val_samples,
         "synth_kinds": _kinds(synth_kinds),
         "sources": tuple(str(p) for p in sources) if sources else None, "mode": mode,
-        "ela_qualities": _qualities(ela),
+        "ela_qualities": _qualities(ela), "srm": False if no_srm else None,
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
         "pretrained_backbone": None if pretrained_backbone is None else str(pretrained_backbone),
         "init": _init_checkpoint(init),
