@@ -187,10 +187,9 @@ def resume_config(run_dir: str | Path, flags: dict[str, Any]) -> TrainConfig:
     return saved.updated({"max_steps": 0, **given, "out": str(run_dir)})
 
 
-# What a checkpoint fixes about the network (its weights only fit that shape) ...
+# What a checkpoint fixes about the network: its weights only fit that shape. How it was fed
+# (size, mode) is taken from it too, but fine-tuning may change that.
 ARCHITECTURE_SETTINGS = ("backbone", "srm", "aspp_channels", "embedding_dim", "ela_qualities")
-# ... and how it was fed, which fine-tuning keeps unless told otherwise.
-INPUT_SETTINGS = ("size", "mode")
 
 
 def init_settings(path: str | Path, given: dict[str, Any]) -> dict[str, Any]:
