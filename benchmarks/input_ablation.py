@@ -12,6 +12,7 @@ stream whose removal raises the score works against the model on that data
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -24,28 +25,32 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "no error levels": ("error-levels",),
     "error levels only": ("rgb", "srm"),
 }
-NEEDS_ERROR_LEVELS = ("no error levels", "error levels only")
 
 
-def first_convolution(state: dict, prefix: str) -> str:
-    """Name of the first 4-d weight of a trunk (``encoder.`` is RGB, ``encoder_srm.`` noise)."""
-    return next(k for k, v in state.items() if k.startswith(prefix) and v.dim() == 4)
+def input_groups(config) -> dict[str, tuple[str, slice]]:
+    """Each input group the network has: (prefix of the trunk reading it, its input channels).
+
+    The noise trunk reads the SRM residuals (if any) and then the error levels (if any).
+    """
+    srm = 3 * config.srm
+    groups = {"rgb": ("encoder.", slice(None))}
+    if config.srm:
+        groups["srm"] = ("encoder_srm.", slice(0, srm))
+    if config.extra_channels:
+        groups["error-levels"] = ("encoder_srm.", slice(srm, None))
+    return groups
 
 
-def silenced(checkpoint: Path, groups: tuple[str, ...], output: Path) -> Path:
-    """A copy of ``checkpoint`` whose first convolutions ignore the input ``groups``."""
-    from cflnet_sdk.training.checkpoint import load_checkpoint, save_checkpoint
+def silenced(model, groups: tuple[str, ...], output: Path) -> Path:
+    """A copy of ``model`` whose first convolutions ignore the input ``groups``."""
+    from cflnet_sdk.training.checkpoint import save_checkpoint
 
-    model = load_checkpoint(checkpoint)
+    model = copy.deepcopy(model)
     state = model.state_dict()
-    noise = state[first_convolution(state, "encoder_srm.")]  # SRM residuals, then error levels
     for group in groups:
-        if group == "rgb":
-            state[first_convolution(state, "encoder.")].zero_()
-        elif group == "srm":
-            noise[:, :3] = 0
-        else:
-            noise[:, 3:] = 0
+        prefix, channels = input_groups(model.config)[group]
+        first = next(k for k, v in state.items() if k.startswith(prefix) and v.dim() == 4)
+        state[first][:, channels] = 0
     return save_checkpoint(model, output)
 
 
@@ -56,17 +61,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the scores here too")
     args = parser.parse_args()
 
-    from cflnet_sdk.training.checkpoint import read_checkpoint
+    from cflnet_sdk.training.checkpoint import load_checkpoint
     from cflnet_sdk.training.evaluate import evaluate, evaluate_baselines
 
-    has_error_levels = read_checkpoint(args.checkpoint)[2].channels > 3
+    network = load_checkpoint(args.checkpoint)
+    present = input_groups(network.config)
     baselines = evaluate_baselines(args.data)
     scores = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, groups in ABLATIONS.items():
-            if name in NEEDS_ERROR_LEVELS and not has_error_levels:
-                continue
-            model = silenced(args.checkpoint, groups, Path(folder) / "ablated.safetensors")
+            if not set(groups) < set(present) and groups:
+                continue  # it silences an input the network lacks, or every input
+            model = silenced(network, groups, Path(folder) / "ablated.safetensors")
             metrics = evaluate(model, args.data, baselines=baselines).metrics
             scores[name] = {"pixel_auc": metrics["pixel_auc"],
                             "beats_centre_prior": metrics["beats_centre_prior"]}
