@@ -155,16 +155,21 @@ def test_cli_train_writes_a_usable_run(tmp_path, photo_files):
     command = [sys.executable, "-m", "cflnet_sdk", "train", "--config", str(config),
                "--synthetic", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
                "--size", "64", "--val-samples", "4", "--workers", "1", "--device", "cpu",
-               "--save-every", "1", "--out", str(run)]
+               "--save-every", "1", "--keep-epochs", "--out", str(run)]
     done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "epoch 1/1" in done.stdout and "val AUC" in done.stdout
     names = {p.name for p in run.iterdir()}
     assert {"config.yaml", "metrics.csv", "last.safetensors", "best.safetensors",
-            "state.safetensors", "state.json"} <= names
+            "epoch-001.safetensors", "state.safetensors", "state.json"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     resolved = resolve(run / "config.yaml", {})
     assert (resolved.lr, resolved.epochs, resolved.backbone) == (0.0003, 1, "resnet18")
+    from cflnet_sdk.training.checkpoint import read_checkpoint
+
+    kept, last = (read_checkpoint(run / name)[0] for name in ("epoch-001.safetensors",
+                                                               "last.safetensors"))
+    assert kept.keys() == last.keys() and all(torch.equal(kept[k], last[k]) for k in kept)
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[0].startswith("epoch,step,lr,loss,ce,contrastive")
 

@@ -495,10 +495,13 @@ class Trainer:
         p.epoch, p.batch, p.sums = p.epoch + 1, 0, dict.fromkeys(EPOCH_SUMS, 0.0)
         if self.main:  # the CSV first: a rerun of this epoch end replaces its row
             self._write_csv(row)
-        if self.main and improved:
+        if self.main and (improved or self.config.keep_epochs):
             from cflnet_sdk.training.checkpoint import save_checkpoint
 
-            save_checkpoint(self.model, self.run_dir / "best.safetensors")
+            if improved:
+                save_checkpoint(self.model, self.run_dir / "best.safetensors")
+            if self.config.keep_epochs:  # chosen later, e.g. on real forgeries
+                save_checkpoint(self.model, self.run_dir / f"epoch-{p.epoch:03d}.safetensors")
         self.save()
         self.log(self._summary(sums, lr, metrics))
 

@@ -17,7 +17,7 @@ from cflnet_sdk.errors import ConfigError
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Settings that may change when a run is resumed: they do not alter the math of a step.
 RESUMABLE_OVERRIDES = frozenset({"epochs", "workers", "device", "save_every", "max_steps",
-                                 "compile", "log_every", "progress", "out"})
+                                 "keep_epochs", "compile", "log_every", "progress", "out"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,7 @@ class TrainConfig:
     # run directory and checkpoints
     out: str | None = None
     save_every: int = 500
+    keep_epochs: bool = False  # also keep each epoch's weights (epoch-NNN.safetensors)
     max_steps: int = 0
     log_every: int = 10
     progress: bool = True

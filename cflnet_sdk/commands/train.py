@@ -87,6 +87,9 @@ def train(
                                        "directory exactly where its last save left it."),
     save_every: int | None = typer.Option(None, "--save-every", help="Also save every N steps "
                                           "(0: only at epoch end) (default 500)."),
+    keep_epochs: bool | None = typer.Option(None, "--keep-epochs/--no-keep-epochs",
+                                            help="Keep every epoch's weights as "
+                                            "epoch-NNN.safetensors, to choose one later."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop (and save) after N "
                                          "steps in this invocation (0: no limit)."),
     log_every: int | None = typer.Option(None, "--log-every", help="Steps per progress line."),
@@ -111,7 +114,8 @@ def train(
         "temperature": temperature, "seed": seed, "workers": workers, "device": device,
         "precision": precision, "channels_last": channels_last, "compile": compile_model,
         "out": None if out is None else str(out), "save_every": save_every,
-        "max_steps": max_steps, "log_every": log_every, "progress": progress,
+        "keep_epochs": keep_epochs, "max_steps": max_steps, "log_every": log_every,
+        "progress": progress,
     }
     if resume is not None:
         if config_file is not None:

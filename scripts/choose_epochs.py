@@ -1,0 +1,88 @@
+"""Score every kept epoch of training runs on real forgeries and keep each run's best.
+
+Runs trained with ``--keep-epochs`` hold ``epoch-NNN.safetensors``; each goes through
+``cflnet evaluate`` (the product's own evaluator: Localizer, the model's contract, honest
+per-image pixel AUC beside the centre prior), several at once, until a time budget. Writes
+``OUT/choice.json`` (every score) and ``OUT/<run>-best.safetensors`` (that run's best epoch,
+float16) for shipping with ``scripts/build_default_model.sh``.
+
+    python scripts/choose_epochs.py RUN [RUN ...] --data SELECTION_SET --device cuda -o OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def score(checkpoint: Path, data: Path, device: str, deadline: float) -> dict | None:
+    """``cflnet evaluate``'s metrics of one checkpoint, or None if it failed or ran out of time."""
+    left = deadline - time.monotonic()
+    if left < 5:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "metrics.json"
+        command = [sys.executable, "-m", "cflnet_sdk", "evaluate", "--model", str(checkpoint),
+                   "--data", str(data), "--device", device, "--json", str(report)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=left)
+        except subprocess.TimeoutExpired:
+            return None
+        if done.returncode != 0:
+            print(f"{checkpoint}: evaluate failed: {done.stderr[-1500:]}", flush=True)
+            return None
+        results = json.loads(report.read_text())["results"]
+    return next(r["metrics"] for r in results if not r["baseline"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--from-epoch", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=3600.0, help="time budget")
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    args = parser.parse_args()
+    deadline = time.monotonic() + args.seconds
+    kept = [(run, path) for run in args.runs for path in sorted(run.glob("epoch-*.safetensors"))
+            if int(path.stem.split("-")[1]) >= args.from_epoch]
+    kept.reverse()  # the latest first: with the budget cut short, they matter most
+    with ThreadPoolExecutor(args.jobs) as pool:
+        metrics = list(pool.map(lambda k: score(k[1], args.data, args.device, deadline), kept))
+    table = [{"run": run.name, "epoch": int(path.stem.split("-")[1]),
+              "pixel_auc": m["pixel_auc"], "beats_centre_prior": m["beats_centre_prior"],
+              "centre_prior_pixel_auc": m["centre_prior_pixel_auc"],
+              "ela_pixel_auc": m["ela_pixel_auc"]}
+             for (run, path), m in zip(kept, metrics, strict=True) if m is not None]
+    table.sort(key=lambda row: (row["run"], row["epoch"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    choice = {"data": str(args.data), "scores": table, "best": {}}
+    from cflnet_sdk.training.checkpoint import load_checkpoint, save_checkpoint
+
+    for run in args.runs:
+        rows = [row for row in table if row["run"] == run.name]
+        if rows:
+            best = max(rows, key=lambda row: row["pixel_auc"])
+            choice["best"][run.name] = best
+            path = run / f"epoch-{best['epoch']:03d}.safetensors"
+        else:  # nothing scored: the latest epoch, to be scored elsewhere
+            path = max(run.glob("epoch-*.safetensors"), default=run / "last.safetensors")
+        save_checkpoint(load_checkpoint(path), args.out / f"{run.name}-best.safetensors",
+                        half=True)
+        print(f"{run.name}: {path.name}", flush=True)
+    (args.out / "choice.json").write_text(json.dumps(choice, indent=1))
+    for row in table:
+        print(f"{row['run']:>8} epoch {row['epoch']:3d}  AUC {row['pixel_auc']:.4f}  beats prior "
+              f"{row['beats_centre_prior']:.1%}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

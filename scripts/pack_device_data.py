@@ -1,0 +1,104 @@
+"""Pack what a lent GPU machine needs to train and choose a model into one small folder.
+
+The device machine reaches nothing outside and takes at most 64 MiB of working tree, so the data
+travel with it: training-split photos, whole files in folder order then by name, until the byte
+budget (their names unchanged, so the held-out split by file name stays the same there); a few
+held-out photos for the synthetic validation; and the selection set, the first pairs of a real
+forgery set, re-encoded as lossless WebP (checked pixel for pixel) to fit.
+
+    python scripts/pack_device_data.py --photos ../shared/photos --folders dresden,imagenet-sample \
+        --select ../shared/data/real-val/misd --select-count 120 --budget-mib 60 -o .devdata
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cflnet_sdk.training.data.sources import PHOTO_SUFFIXES, in_held_out
+
+MIB = 2**20
+
+
+def photos_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def lossless_webp(source: Path, target: Path) -> None:
+    """Re-encode an image as lossless WebP and prove the pixels did not change."""
+    with Image.open(source) as image:
+        image.save(target, "WEBP", lossless=True, method=6)
+        original = np.asarray(image.convert("RGB"))
+    with Image.open(target) as copy:
+        if not np.array_equal(np.asarray(copy.convert("RGB")), original):
+            raise SystemExit(f"{source}: lossless WebP changed the pixels")
+
+
+def pack_selection(root: Path, count: int, out: Path) -> int:
+    """The first ``count`` pairs of a manifest dataset, images as lossless WebP; bytes written."""
+    lines = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()
+             if line.strip()][:count]
+    (out / "images").mkdir(parents=True)
+    (out / "masks").mkdir()
+    rows = []
+    for line in lines:
+        image = out / "images" / (Path(line["image"]).stem + ".webp")
+        lossless_webp(root / line["image"], image)
+        mask = out / "masks" / Path(line["mask"]).name
+        shutil.copyfile(root / line["mask"], mask)
+        rows.append({**line, "image": str(image.relative_to(out)),
+                     "mask": str(mask.relative_to(out))})
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
+def pack_photos(root: Path, folders: list[str], budget: int, held_out: int, out: Path
+                ) -> list[Path]:
+    """Held-out photos first (validation only), then training photos until ``budget`` bytes."""
+    chosen: list[Path] = []
+    spare = [p for f in folders for p in photos_in(root / f) if in_held_out(p.name)][:held_out]
+    training = [p for f in folders for p in photos_in(root / f) if not in_held_out(p.name)]
+    used = 0
+    for photo in spare + training:
+        size = photo.stat().st_size
+        if used + size > budget:
+            continue
+        target = out / photo.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, target)
+        chosen.append(photo.relative_to(root))
+        used += size
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--folders", default="dresden,imagenet-sample",
+                        help="photo folders in order of priority")
+    parser.add_argument("--select", type=Path, required=True, help="manifest dataset")
+    parser.add_argument("--select-count", type=int, default=120)
+    parser.add_argument("--held-out", type=int, default=20, help="held-out photos for validation")
+    parser.add_argument("--budget-mib", type=float, default=60.0, help="for all of -o")
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    args = parser.parse_args()
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    selected = pack_selection(args.select, args.select_count, args.out / "select")
+    chosen = pack_photos(args.photos, args.folders.split(","),
+                         int(args.budget_mib * MIB) - selected, args.held_out,
+                         args.out / "photos")
+    (args.out / "photos.txt").write_text("".join(f"{p}\n" for p in chosen))
+    training = sum(not in_held_out(p.name) for p in chosen)
+    total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    print(f"{args.out}: {training} training + {len(chosen) - training} held-out photos, "
+          f"{args.select_count} selection pairs, {total / MIB:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
