@@ -220,10 +220,13 @@ def test_cli_fine_tunes_the_default_model(tmp_path):
     assert tuned == shipped
     assert (contract.mode, contract.channels, contract.height) == (
         shipped_contract.mode, shipped_contract.channels, 64)
+    width = shipped.aspp_channels
     refused = subprocess.run([sys.executable, "-m", "cflnet_sdk", "train", "--init", "default",
-                              "--no-srm", "--synthetic", "--out", str(tmp_path / "x")],
+                              "--aspp-channels", str(width * 2), "--synthetic", "--out",
+                              str(tmp_path / "x")],
                              capture_output=True, text=True, env=tiny_env(), timeout=120)
-    assert refused.returncode == 2 and "srm False (the file's: True)" in refused.stderr
+    assert refused.returncode == 2
+    assert f"aspp_channels {width * 2} (the file's: {width})" in refused.stderr
 
 
 def test_cli_refuses_batch_size_one(tmp_path):
