@@ -54,7 +54,8 @@ def main() -> None:
     deadline = time.monotonic() + args.seconds
     kept = [(run, path) for run in args.runs for path in sorted(run.glob("epoch-*.safetensors"))
             if int(path.stem.split("-")[1]) >= args.from_epoch]
-    kept.reverse()  # the latest first: with the budget cut short, they matter most
+    # every run's latest epochs first: with the budget cut short, they matter most
+    kept.sort(key=lambda item: -int(item[1].stem.split("-")[1]))
     with ThreadPoolExecutor(args.jobs) as pool:
         metrics = list(pool.map(lambda k: score(k[1], args.data, args.device, deadline), kept))
     table = [{"run": run.name, "epoch": int(path.stem.split("-")[1]),

@@ -15,8 +15,8 @@
 set -u
 cd "$(dirname "$0")/.."
 DATA=${DATA:-.devdata}
-OUT=${OUT:-/tmp/device-out}
-RUNS=${RUNS:-/tmp/device-runs}
+OUT=$(realpath -m "${OUT:-/tmp/device-out}")
+RUNS=$(realpath -m "${RUNS:-/tmp/device-runs}")
 TRAIN_SECONDS=${TRAIN_SECONDS:-360}
 CHOOSE_SECONDS=${CHOOSE_SECONDS:-110}
 WORKERS=${WORKERS:-7}
@@ -31,6 +31,9 @@ mkdir -p "$shim/cflnet_sdk"
 for entry in cflnet_sdk/*; do ln -s "$PWD/$entry" "$shim/cflnet_sdk/"; done
 for stage in training export runtime; do ln -s "$PWD/$stage" "$shim/cflnet_sdk/$stage"; done
 export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+repo=$PWD
+DATA=$(realpath "$DATA")
+cd "$RUNS" || exit 1  # not the source tree: `python -m` would put its cflnet_sdk/ first
 date -u; nvidia-smi -L 2>/dev/null; nproc
 "$PYTHON" -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__,
       'cuda', torch.cuda.is_available())" || exit 1
@@ -62,7 +65,7 @@ train nosrm --no-srm &
 wait "$first" "$!"  # a plain `wait` would also wait for the log's tee
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>/dev/null
 
-"$PYTHON" scripts/choose_epochs.py "$RUNS/srm" "$RUNS/nosrm" --data "$DATA/select" \
+"$PYTHON" "$repo/scripts/choose_epochs.py" "$RUNS/srm" "$RUNS/nosrm" --data "$DATA/select" \
   --device "$DEVICE" --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" -o "$RUNS/chosen"
 # at most 8 files come back: the log, one archive, two parts per chosen checkpoint
 tar czf "$OUT/results.tgz" -C "$RUNS" chosen/choice.json srm/metrics.csv nosrm/metrics.csv \

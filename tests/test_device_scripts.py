@@ -1,0 +1,113 @@
+"""The scripts that train the default model on a lent GPU machine, run here on the CPU.
+
+``pack_device_data.py`` must keep the photo split and the selection set's pixels exactly;
+``device_train.sh`` (two runs, every epoch scored by ``choose_epochs.py``, the best of each run
+returned in parts) runs end to end with a tiny network as the slow test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cflnet_sdk.training.data.sources import in_held_out
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_photos(folder: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"p{i:03d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def make_selection(folder: Path, count: int) -> None:
+    rng = np.random.default_rng(1)
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rows = []
+    for i in range(count):
+        image = rng.integers(0, 255, (80, 112, 3), dtype=np.uint8)
+        mask = np.zeros((80, 112), np.uint8)
+        mask[20:50, 30:70] = 255
+        Image.fromarray(image).save(folder / "images" / f"s{i}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"s{i}.png")
+        rows.append({"image": f"images/s{i}.png", "mask": f"masks/s{i}.png", "kind": "splice"})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def pack(tmp_path: Path, budget_mib: float, held_out: int = 2) -> tuple[Path, list[Path]]:
+    photos = make_photos(tmp_path / "photos" / "cam", 40)
+    make_selection(tmp_path / "misd", 3)
+    out = tmp_path / "devdata"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_device_data.py"),
+                           "--photos", str(tmp_path / "photos"), "--folders", "cam",
+                           "--select", str(tmp_path / "misd"), "--select-count", "2",
+                           "--held-out", str(held_out), "--budget-mib", str(budget_mib),
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out, photos
+
+
+def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
+    photos_size = sum(p.stat().st_size for p in make_photos(tmp_path / "sizes", 40))
+    out, photos = pack(tmp_path, budget_mib=photos_size / 2 / 2**20)
+    packed = (out / "photos.txt").read_text().split()
+    held = [name for name in packed if in_held_out(Path(name).name)]
+    assert len(held) == min(2, sum(in_held_out(p.name) for p in photos))
+    assert 5 < len(packed) - len(held) < 40  # the budget cut the training photos short
+    for name in packed:  # whole files, names unchanged: the split is the same there
+        assert (out / "photos" / name).read_bytes() == (tmp_path / "photos" / name).read_bytes()
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert total <= photos_size / 2 + 4096
+    rows = [json.loads(line) for line in (out / "select" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in rows] == ["images/s0.webp", "images/s1.webp"]
+    for i, row in enumerate(rows):
+        original = np.asarray(Image.open(tmp_path / "misd" / "images" / f"s{i}.png"))
+        assert np.array_equal(np.asarray(Image.open(out / "select" / row["image"])), original)
+
+
+@pytest.mark.slow
+def test_device_training_dry_run_returns_each_runs_best(tmp_path):
+    """The whole GPU script on the CPU: two tiny runs, each epoch scored, parts that rejoin."""
+    out_data, _ = pack(tmp_path, budget_mib=20, held_out=4)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "DEVICE": "cpu",
+           "DATA": str(out_data), "OUT": str(out), "RUNS": str(runs), "WORKERS": "0",
+           "TRAIN_SECONDS": "40", "CHOOSE_SECONDS": "150", "FROM_EPOCH": "2",
+           "EXTRA": "--size 64 --steps-per-epoch 2 --batch-size 2 --val-samples 2 --epochs 3"}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with tarfile.open(out / "results.tgz") as archive:
+        choice = json.load(archive.extractfile("chosen/choice.json"))  # type: ignore[arg-type]
+        assert {"srm/metrics.csv", "nosrm/metrics.csv", "train-srm.log"} <= set(
+            archive.getnames())
+    assert {row["run"] for row in choice["scores"]} == {"srm", "nosrm"}
+    assert all(row["epoch"] >= 2 for row in choice["scores"])
+    from cflnet_sdk import Localizer
+
+    for run in ("srm", "nosrm"):
+        parts = sorted(out.glob(f"{run}-best.safetensors.part-*"))
+        assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+        joined = tmp_path / f"{run}.safetensors"
+        joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+        best = choice["best"][run]
+        assert best["pixel_auc"] == max(r["pixel_auc"] for r in choice["scores"]
+                                        if r["run"] == run)
+        localizer = Localizer(joined, device="cpu")
+        assert localizer.predict(out_data / "select" / "images" / "s0.webp").probability.shape \
+            == (80, 112)
