@@ -73,7 +73,8 @@ def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
         assert (out / "photos" / name).read_bytes() == (tmp_path / "photos" / name).read_bytes()
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert total <= photos_size / 2 + 4096
-    rows = [json.loads(line) for line in (out / "select" / "manifest.jsonl").read_text().splitlines()]
+    manifest = (out / "select" / "manifest.jsonl").read_text()
+    rows = [json.loads(line) for line in manifest.splitlines()]
     assert [r["image"] for r in rows] == ["images/s0.webp", "images/s1.webp"]
     for i, row in enumerate(rows):
         original = np.asarray(Image.open(tmp_path / "misd" / "images" / f"s{i}.png"))
