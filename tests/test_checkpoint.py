@@ -14,6 +14,7 @@ from cflnet_sdk.errors import CFLNetError, ModelFileError  # noqa: E402
 from cflnet_sdk.training.checkpoint import (  # noqa: E402
     load_checkpoint,
     read_checkpoint,
+    read_checkpoint_info,
     save_checkpoint,
 )
 from cflnet_sdk.training.config import CFLNetConfig  # noqa: E402
@@ -36,6 +37,18 @@ def test_metadata_holds_config_and_contract(tiny_checkpoint, tiny_config):
     _, config, contract = read_checkpoint(tiny_checkpoint)
     assert config == tiny_config
     assert contract.size == (64, 64)
+
+
+def test_info_reads_the_header_alone(tiny_checkpoint, tiny_config, monkeypatch):
+    """``--init`` learns the network from the header, without loading the weights."""
+    import safetensors.torch
+
+    def no_weights(*_args, **_kwargs):
+        raise AssertionError("read_checkpoint_info loaded the weights")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", no_weights)
+    config, contract = read_checkpoint_info(tiny_checkpoint)
+    assert config == tiny_config and contract.size == (64, 64)
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tiny_model, tmp_path):

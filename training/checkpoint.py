@@ -5,6 +5,8 @@ safetensors cannot carry code, so loading a checkpoint never executes anything.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -50,23 +52,29 @@ def save_checkpoint(model: nn.Module, path: str | Path, contract: Contract | Non
     return path
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CFLNetConfig, Contract]:
-    """Tensors, config and contract of a checkpoint, with clear errors for any other file."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Any failure to read ``path`` as safetensors becomes a ModelFileError that says why."""
+    from safetensors import SafetensorError
 
-    path = Path(path)
     if not path.is_file():
         raise ModelFileError("no such checkpoint file", path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(str(path))
+        yield
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         hint = (" It looks like a PyTorch .pth: convert the authors' file with "
                 "`cflnet import-official`." if path.suffix in (".pth", ".pt") else "")
         raise ModelFileError(f"not a readable safetensors file ({exc}); the file may be "
                              f"truncated or of another format.{hint}", path) from exc
+
+
+def read_checkpoint_info(path: str | Path) -> tuple[CFLNetConfig, Contract]:
+    """Config and contract of a checkpoint from its header alone: no weights are read."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    with _readable(path), safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
     if metadata.get(FORMAT_KEY) != CHECKPOINT_FORMAT or CONFIG_KEY not in metadata:
         raise ModelFileError("a safetensors file, but not a cflnet-sdk checkpoint (no "
                              f"'{FORMAT_KEY}' metadata); save models with save_checkpoint or "
@@ -76,6 +84,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CFLNetCo
         contract = Contract.from_json(metadata.get(CONTRACT_KEY, Contract().to_json()))
     except CFLNetError as exc:
         raise ModelFileError(str(exc), path) from exc
+    return config, contract
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CFLNetConfig, Contract]:
+    """Tensors, config and contract of a checkpoint, with clear errors for any other file."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config, contract = read_checkpoint_info(path)
+    with _readable(path):
+        tensors = load_file(str(path))
     return tensors, config, contract
 
 

@@ -199,9 +199,9 @@ def init_settings(path: str | Path, given: dict[str, Any]) -> dict[str, Any]:
     A user fine-tuning a model should not have to repeat how it was built; a flag that
     contradicts the file's architecture is an error, since its weights could not load.
     """
-    from cflnet_sdk.training.checkpoint import read_checkpoint
+    from cflnet_sdk.training.checkpoint import read_checkpoint_info
 
-    _, network, contract = read_checkpoint(path)
+    network, contract = read_checkpoint_info(path)
     found = {"backbone": network.backbone, "srm": network.srm,
              "aspp_channels": network.aspp_channels,
              "embedding_dim": network.embedding_dim, "ela_qualities": contract.ela_qualities,
