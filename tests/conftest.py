@@ -23,6 +23,18 @@ def photo_array(name: str = "astronaut") -> np.ndarray:
     return np.ascontiguousarray(image[..., :3])
 
 
+def noise_photos(folder: Path, count: int, shape: tuple[int, int] = (80, 80), quality: int = 85,
+                 seed: int = 0) -> list[Path]:
+    """``count`` JPEGs of random noise in a new folder: photo sources for the generator."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    paths = [folder / f"p{i:03d}.jpg" for i in range(count)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(path,
+                                                                               quality=quality)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def torch_threads():
     torch = pytest.importorskip("torch")

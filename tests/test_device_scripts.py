@@ -19,19 +19,10 @@ import pytest
 from PIL import Image
 
 from cflnet_sdk.training.data.sources import in_held_out
+from tests.conftest import noise_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_photos(folder: Path, count: int) -> list[Path]:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"p{i:03d}.jpg"
-        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(path, quality=90)
-        paths.append(path)
-    return paths
+PHOTOS = {"shape": (96, 128), "quality": 90}
 
 
 def make_selection(folder: Path, count: int) -> None:
@@ -50,7 +41,7 @@ def make_selection(folder: Path, count: int) -> None:
 
 
 def pack(tmp_path: Path, budget_mib: float, held_out: int = 2) -> tuple[Path, list[Path]]:
-    photos = make_photos(tmp_path / "photos" / "cam", 40)
+    photos = noise_photos(tmp_path / "photos" / "cam", 40, **PHOTOS)
     make_selection(tmp_path / "misd", 3)
     out = tmp_path / "devdata"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_device_data.py"),
@@ -63,7 +54,8 @@ def pack(tmp_path: Path, budget_mib: float, held_out: int = 2) -> tuple[Path, li
 
 
 def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
-    photos_size = sum(p.stat().st_size for p in make_photos(tmp_path / "sizes", 40))
+    sizes = noise_photos(tmp_path / "sizes", 40, **PHOTOS)
+    photos_size = sum(p.stat().st_size for p in sizes)
     out, photos = pack(tmp_path, budget_mib=photos_size / 2 / 2**20)
     packed = (out / "photos.txt").read_text().split()
     held = [name for name in packed if in_held_out(Path(name).name)]

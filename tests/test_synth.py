@@ -21,6 +21,7 @@ from cflnet_sdk.training.data.synth import (
     generate_sample,
     manipulate,
 )
+from tests.conftest import noise_photos
 
 SMALL = {"height": 96, "width": 128}
 CFLNET = str(Path(sys.executable).with_name("cflnet"))  # the installed console script
@@ -230,11 +231,7 @@ def test_saved_as_jpeg_at_the_end_when_asked():
 
 def test_cli_synth_native_held_out(tmp_path):
     photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(30):
-        Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(
-            photos / f"p{i:02d}.jpg", quality=80)
+    noise_photos(photos, 30, quality=80, seed=5)
     out = tmp_path / "synth"
     result = subprocess.run([CFLNET, "synth", "--out", str(out), "--count", "5", "--size", "64",
                              "--native", "--split", "held-out", "--sources", str(photos)],

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from cflnet_sdk.errors import ConfigError  # noqa: E402
 from cflnet_sdk.training.train_config import TrainConfig, resolve  # noqa: E402
+from tests.conftest import noise_photos  # noqa: E402
 
 TINY = {"backbone": "resnet18", "aspp_channels": 32, "embedding_dim": 16, "size": 64,
         "batch_size": 2}
@@ -242,13 +243,7 @@ def test_cli_train_tile_mode_with_error_levels_writes_that_contract(tmp_path):
     """``--mode tile --ela 90``: native synthetic crops, a 4-channel network, and checkpoints
     whose contract says so, which Localizer runs."""
     photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    from PIL import Image
-
-    for i in range(12):
-        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(
-            photos / f"p{i:02d}.jpg", quality=85)
+    noise_photos(photos, 12, shape=(90, 120))
     run = tmp_path / "run"
     command = [sys.executable, "-m", "cflnet_sdk", "train", "--synthetic", "--sources",
                str(photos), "--mode", "tile", "--ela", "90", "--backbone", "resnet18",
@@ -268,7 +263,7 @@ def test_cli_train_tile_mode_with_error_levels_writes_that_contract(tmp_path):
     from cflnet_sdk import Localizer
 
     prediction = Localizer(run / "last.safetensors", device="cpu").predict(
-        rng.integers(0, 255, (70, 100, 3), dtype=np.uint8))
+        np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8))
     assert prediction.probability.shape == (70, 100)
     bad = subprocess.run([*command[:9], "--ela", "ninety", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env={**tiny_env(), "COLUMNS": "200"},
