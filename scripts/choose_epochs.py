@@ -52,17 +52,17 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
     deadline = time.monotonic() + args.seconds
-    kept = [(run, path) for run in args.runs for path in sorted(run.glob("epoch-*.safetensors"))
-            if int(path.stem.split("-")[1]) >= args.from_epoch]
+    kept = [(run, int(path.stem.split("-")[1]), path) for run in args.runs
+            for path in run.glob("epoch-*.safetensors")]
     # every run's latest epochs first: with the budget cut short, they matter most
-    kept.sort(key=lambda item: -int(item[1].stem.split("-")[1]))
+    kept = sorted((k for k in kept if k[1] >= args.from_epoch), key=lambda k: -k[1])
     with ThreadPoolExecutor(args.jobs) as pool:
-        metrics = list(pool.map(lambda k: score(k[1], args.data, args.device, deadline), kept))
-    table = [{"run": run.name, "epoch": int(path.stem.split("-")[1]),
+        metrics = list(pool.map(lambda k: score(k[2], args.data, args.device, deadline), kept))
+    table = [{"run": run.name, "epoch": epoch,
               "pixel_auc": m["pixel_auc"], "beats_centre_prior": m["beats_centre_prior"],
               "centre_prior_pixel_auc": m["centre_prior_pixel_auc"],
               "ela_pixel_auc": m["ela_pixel_auc"]}
-             for (run, path), m in zip(kept, metrics, strict=True) if m is not None]
+             for (run, epoch, _), m in zip(kept, metrics, strict=True) if m is not None]
     table.sort(key=lambda row: (row["run"], row["epoch"]))
     args.out.mkdir(parents=True, exist_ok=True)
     choice = {"data": str(args.data), "scores": table, "best": {}}

@@ -20,13 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cflnet_sdk.training.data.sources import PHOTO_SUFFIXES, in_held_out
+from cflnet_sdk.training.data.sources import PhotoSource, in_held_out
 
 MIB = 2**20
-
-
-def photos_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
 
 
 def lossless_webp(source: Path, target: Path) -> None:
@@ -61,8 +57,9 @@ def pack_photos(root: Path, folders: list[str], budget: int, held_out: int, out:
                 ) -> list[Path]:
     """Held-out photos first (validation only), then training photos until ``budget`` bytes."""
     chosen: list[Path] = []
-    spare = [p for f in folders for p in photos_in(root / f) if in_held_out(p.name)][:held_out]
-    training = [p for f in folders for p in photos_in(root / f) if not in_held_out(p.name)]
+    photos = [Path(name) for f in folders for name in PhotoSource((str(root / f),)).names]
+    spare = [p for p in photos if in_held_out(p.name)][:held_out]
+    training = [p for p in photos if not in_held_out(p.name)]
     used = 0
     for photo in spare + training:
         size = photo.stat().st_size

@@ -40,8 +40,10 @@ def make_selection(folder: Path, count: int) -> None:
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def pack(tmp_path: Path, budget_mib: float, held_out: int = 2) -> tuple[Path, list[Path]]:
+def pack(tmp_path: Path, photo_share: float, held_out: int = 2) -> tuple[Path, list[Path]]:
+    """Run the packer on 40 photos and 3 pairs, its budget a share of the photos' bytes."""
     photos = noise_photos(tmp_path / "photos" / "cam", 40, **PHOTOS)
+    budget_mib = photo_share * sum(p.stat().st_size for p in photos) / 2**20
     make_selection(tmp_path / "misd", 3)
     out = tmp_path / "devdata"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_device_data.py"),
@@ -54,9 +56,8 @@ def pack(tmp_path: Path, budget_mib: float, held_out: int = 2) -> tuple[Path, li
 
 
 def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
-    sizes = noise_photos(tmp_path / "sizes", 40, **PHOTOS)
-    photos_size = sum(p.stat().st_size for p in sizes)
-    out, photos = pack(tmp_path, budget_mib=photos_size / 2 / 2**20)
+    out, photos = pack(tmp_path, photo_share=0.5)
+    photos_size = sum(p.stat().st_size for p in photos)
     packed = (out / "photos.txt").read_text().split()
     held = [name for name in packed if in_held_out(Path(name).name)]
     assert len(held) == min(2, sum(in_held_out(p.name) for p in photos))
@@ -76,7 +77,7 @@ def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
 @pytest.mark.slow
 def test_device_training_dry_run_returns_each_runs_best(tmp_path):
     """The whole GPU script on the CPU: two tiny runs, each epoch scored, parts that rejoin."""
-    out_data, _ = pack(tmp_path, budget_mib=20, held_out=4)
+    out_data, _ = pack(tmp_path, photo_share=10, held_out=4)
     out, runs = tmp_path / "out", tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "DEVICE": "cpu",
            "DATA": str(out_data), "OUT": str(out), "RUNS": str(runs), "WORKERS": "0",
