@@ -109,6 +109,22 @@ def test_error_levels_are_extra_channels_scaled_and_resized_with_the_colour():
     np.testing.assert_allclose(tensor[3], level / ELA_SCALE, atol=1e-6)
 
 
+@pytest.mark.parametrize("quality", [30, 90, 100])
+def test_error_level_is_the_clipped_sum_of_absolute_differences_with_a_jpeg_resave(quality):
+    import io
+
+    from PIL import Image
+
+    noise = np.random.default_rng(quality).integers(0, 256, (67, 45, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=quality)
+    resaved = np.asarray(Image.open(buffer).convert("RGB")).astype(int)
+    expected = np.minimum(np.abs(noise.astype(int) - resaved).sum(axis=2), 255)
+    level = error_level(noise, quality)
+    assert level.dtype == np.uint8 and level.max() == 255  # noise: some sums are clipped
+    np.testing.assert_array_equal(level, expected)
+
+
 def test_error_level_lights_up_a_region_with_another_compression_history():
     from cflnet_sdk.training.data.ops import jpeg_roundtrip
 
