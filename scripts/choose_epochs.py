@@ -4,7 +4,8 @@ Runs trained with ``--keep-epochs`` hold ``epoch-NNN.safetensors``; each goes th
 ``cflnet evaluate`` (the product's own evaluator: Localizer, the model's contract, honest
 per-image pixel AUC beside the centre prior), several at once, until a time budget. Writes
 ``OUT/choice.json`` (every score) and ``OUT/<run>-best.safetensors`` (that run's best epoch,
-float16) for shipping with ``scripts/build_default_model.sh``.
+float16) for shipping with ``scripts/build_default_model.sh``; with ``--keep-last`` also
+``OUT/<run>-last.safetensors`` (its latest epoch, unless that is the best), to continue from.
 
     python scripts/choose_epochs.py RUN [RUN ...] --data SELECTION_SET --device cuda -o OUT
 """
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--from-epoch", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3600.0, help="time budget")
+    parser.add_argument("--keep-last", action="store_true", help="also each run's latest epoch")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
     deadline = time.monotonic() + args.seconds
@@ -65,20 +67,24 @@ def main() -> None:
              for (run, epoch, _), m in zip(kept, metrics, strict=True) if m is not None]
     table.sort(key=lambda row: (row["run"], row["epoch"]))
     args.out.mkdir(parents=True, exist_ok=True)
-    choice = {"data": str(args.data), "scores": table, "best": {}}
+    choice = {"data": str(args.data), "scores": table, "best": {}, "kept": {}}
     from cflnet_sdk.training.checkpoint import load_checkpoint, save_checkpoint
 
     for run in args.runs:
         rows = [row for row in table if row["run"] == run.name]
+        latest = max(run.glob("epoch-*.safetensors"), default=run / "last.safetensors")
+        path = latest  # nothing scored: the latest epoch, to be scored elsewhere
         if rows:
             best = max(rows, key=lambda row: row["pixel_auc"])
             choice["best"][run.name] = best
             path = run / f"epoch-{best['epoch']:03d}.safetensors"
-        else:  # nothing scored: the latest epoch, to be scored elsewhere
-            path = max(run.glob("epoch-*.safetensors"), default=run / "last.safetensors")
-        save_checkpoint(load_checkpoint(path), args.out / f"{run.name}-best.safetensors",
-                        half=True)
-        print(f"{run.name}: {path.name}", flush=True)
+        chosen = {"best": path, "last": latest} if args.keep_last and latest != path else \
+            {"best": path}
+        choice["kept"][run.name] = {role: source.name for role, source in chosen.items()}
+        for role, source in chosen.items():
+            save_checkpoint(load_checkpoint(source), args.out / f"{run.name}-{role}.safetensors",
+                            half=True)
+            print(f"{run.name} {role}: {source.name}", flush=True)
     (args.out / "choice.json").write_text(json.dumps(choice, indent=1))
     for row in table:
         print(f"{row['run']:>8} epoch {row['epoch']:3d}  AUC {row['pixel_auc']:.4f}  beats prior "

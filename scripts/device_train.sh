@@ -4,12 +4,17 @@
 #
 # The machine reaches nothing outside, so its data travel in .devdata (scripts/pack_device_data.py)
 # and the package runs from the source tree through a link farm (no pip, no build backend).
-# Two runs share the GPU and the CPUs: the shipped recipe (SRM + error levels) and the same
-# without SRM. Each is stopped with SIGINT after TRAIN_SECONDS (it saves and exits cleanly).
-# The chosen fp16 checkpoints are split into parts of 15 MiB (the device returns files of at most
-# 16 MiB); join them with `cat NAME.part-* > NAME`.
+# VARIANTS name the runs that share the GPU and the CPUs: nosrm (the shipped recipe: error levels,
+# no SRM residuals) and srm (the same with SRM). Each is stopped with SIGINT after TRAIN_SECONDS
+# (it saves and exits cleanly). INIT: a checkpoint to start from (`--init`, weights only), so a
+# later lent machine continues where the last one stopped; with one variant its last epoch comes
+# back too (<run>-last), the INIT of the next session. The fp16 checkpoints are split into parts
+# of 15 MiB (the device returns at most 8 files of at most 16 MiB); join with
+# `cat NAME.part-* > NAME`.
 #
 #   TRAIN_SECONDS=360 bash scripts/device_train.sh             # on the device, OUT set
+#   INIT=cflnet_sdk/models/cflnet_default.safetensors TRAIN_SECONDS=360 \
+#       bash scripts/device_train.sh                           # continue the shipped model
 #   DEVICE=cpu WORKERS=1 TRAIN_SECONDS=60 EXTRA="--size 64 --steps-per-epoch 2" \
 #       bash scripts/device_train.sh                           # a dry run anywhere
 set -u
@@ -19,7 +24,11 @@ OUT=$(realpath -m "${OUT:-/tmp/device-out}")
 RUNS=$(realpath -m "${RUNS:-/tmp/device-runs}")
 TRAIN_SECONDS=${TRAIN_SECONDS:-360}
 CHOOSE_SECONDS=${CHOOSE_SECONDS:-110}
-WORKERS=${WORKERS:-7}
+VARIANTS=${VARIANTS:-nosrm}
+read -ra variants <<< "$VARIANTS"
+WORKERS=${WORKERS:-$((14 / ${#variants[@]}))}
+INIT=${INIT:+$(realpath "$INIT")}
+SEED=${SEED:-1221}  # a new one when continuing: fresh samples
 DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
 EXTRA=${EXTRA:-}
@@ -42,8 +51,8 @@ date -u; nvidia-smi -L 2>/dev/null; nproc
 recipe=(--synthetic --sources "$DATA/photos" --mode tile --ela 75,90,95 --backbone resnet10t
         --aspp-channels 64 --embedding-dim 64 --size 256 --batch-size 32 --lr 5e-4
         --patch-size 8 --steps-per-epoch 200 --epochs 200 --lr-step-epochs 6 --lr-gamma 0.5
-        --val-samples 128 --workers "$WORKERS" --seed 1221 --save-every 0 --keep-epochs
-        --no-progress --log-every 50 --device "$DEVICE" $EXTRA)
+        --val-samples 128 --workers "$WORKERS" --seed "$SEED" --save-every 0 --keep-epochs
+        --no-progress --log-every 50 --device "$DEVICE" ${INIT:+--init "$INIT"} $EXTRA)
 
 train() {  # name, flags...: bf16; fp32 if bf16 fails at once
   local name=$1 start=$SECONDS
@@ -59,18 +68,30 @@ train() {  # name, flags...: bf16; fp32 if bf16 fails at once
     echo "$name (fp32): exit $?"
   fi
 }
-train srm &
-first=$!
-train nosrm --no-srm &
-wait "$first" "$!"  # a plain `wait` would also wait for the log's tee
+pids=()
+for variant in "${variants[@]}"; do
+  case $variant in
+    nosrm) train nosrm --no-srm & ;;
+    srm) train srm & ;;
+    *) echo "unknown variant $variant: choose nosrm, srm"; exit 2 ;;
+  esac
+  pids+=("$!")
+done
+wait "${pids[@]}"  # a plain `wait` would also wait for the log's tee
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>/dev/null
 
-"$PYTHON" "$repo/scripts/choose_epochs.py" "$RUNS/srm" "$RUNS/nosrm" --data "$DATA/select" \
-  --device "$DEVICE" --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" -o "$RUNS/chosen"
-# at most 8 files come back: the log, one archive, two parts per chosen checkpoint
-tar czf "$OUT/results.tgz" -C "$RUNS" chosen/choice.json srm/metrics.csv nosrm/metrics.csv \
-  -C "$OUT" train-srm.log train-nosrm.log && rm -f "$OUT"/train-*.log
-for best in "$RUNS"/chosen/*-best.safetensors; do
-  split -b 15M "$best" "$OUT/$(basename "$best").part-"
+runs=() metrics=() logs=() last=()
+for variant in "${variants[@]}"; do
+  runs+=("$RUNS/$variant") metrics+=("$variant/metrics.csv") logs+=("train-$variant.log")
+done
+[ "${#variants[@]}" -eq 1 ] && last=(--keep-last)
+"$PYTHON" "$repo/scripts/choose_epochs.py" "${runs[@]}" --data "$DATA/select" --device "$DEVICE" \
+  --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" "${last[@]}" \
+  -o "$RUNS/chosen"
+# at most 8 files come back: the log, one archive, two parts per checkpoint (four at most)
+tar czf "$OUT/results.tgz" -C "$RUNS" chosen/choice.json "${metrics[@]}" -C "$OUT" "${logs[@]}" \
+  && rm -f "${logs[@]/#/$OUT/}"
+for chosen in "$RUNS"/chosen/*.safetensors; do
+  split -b 15M "$chosen" "$OUT/$(basename "$chosen").part-"
 done
 ls -la "$OUT"; date -u; sleep 1

@@ -2,7 +2,8 @@
 
 ``pack_device_data.py`` must keep the photo split and the selection set's pixels exactly;
 ``device_train.sh`` (two runs, every epoch scored by ``choose_epochs.py``, the best of each run
-returned in parts) runs end to end with a tiny network as the slow test.
+returned in parts; then one run continuing from a returned checkpoint) runs end to end with a
+tiny network as the slow test.
 """
 
 from __future__ import annotations
@@ -74,34 +75,68 @@ def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
         assert np.array_equal(np.asarray(Image.open(out / "select" / row["image"])), original)
 
 
-@pytest.mark.slow
-def test_device_training_dry_run_returns_each_runs_best(tmp_path):
-    """The whole GPU script on the CPU: two tiny runs, each epoch scored, parts that rejoin."""
-    out_data, _ = pack(tmp_path, photo_share=10, held_out=4)
-    out, runs = tmp_path / "out", tmp_path / "runs"
+def device_train(tmp_path: Path, data: Path, name: str, **settings: str) -> Path:
+    """Run scripts/device_train.sh on the CPU with a tiny network; its $OUT folder."""
+    out = tmp_path / f"out-{name}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "DEVICE": "cpu",
-           "DATA": str(out_data), "OUT": str(out), "RUNS": str(runs), "WORKERS": "0",
-           "TRAIN_SECONDS": "40", "CHOOSE_SECONDS": "150", "FROM_EPOCH": "2",
-           "EXTRA": "--size 64 --steps-per-epoch 2 --batch-size 2 --val-samples 2 --epochs 3"}
+           "DATA": str(data), "OUT": str(out), "RUNS": str(tmp_path / f"runs-{name}"),
+           "WORKERS": "0", "TRAIN_SECONDS": "40", "CHOOSE_SECONDS": "150", "FROM_EPOCH": "2",
+           "EXTRA": "--size 64 --steps-per-epoch 2 --batch-size 2 --val-samples 2 --epochs 3",
+           **settings}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def joined(out: Path, name: str) -> Path:
+    """A returned checkpoint rejoined from its parts, each within the device's file limit."""
+    parts = sorted(out.glob(f"{name}.safetensors.part-*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    path = out / f"{name}.safetensors"
+    path.write_bytes(b"".join(p.read_bytes() for p in parts))
+    return path
+
+
+def choice_of(out: Path, runs: set[str]) -> dict:
     with tarfile.open(out / "results.tgz") as archive:
         choice = json.load(archive.extractfile("chosen/choice.json"))  # type: ignore[arg-type]
-        assert {"srm/metrics.csv", "nosrm/metrics.csv", "train-srm.log"} <= set(
-            archive.getnames())
-    assert {row["run"] for row in choice["scores"]} == {"srm", "nosrm"}
+        assert {f"{run}/metrics.csv" for run in runs} | {f"train-{run}.log" for run in runs} \
+            <= set(archive.getnames())
+    assert {row["run"] for row in choice["scores"]} == runs
     assert all(row["epoch"] >= 2 for row in choice["scores"])
-    from cflnet_sdk import Localizer
+    return choice
 
+
+@pytest.mark.slow
+def test_device_training_dry_run_returns_each_runs_best_then_continues(tmp_path):
+    """The whole GPU script on the CPU: two tiny runs, each epoch scored, parts that rejoin;
+    then one run continuing from the first's best, whose latest epoch comes back too."""
+    from cflnet_sdk import Localizer
+    from cflnet_sdk.training.checkpoint import read_checkpoint_info
+
+    data, _ = pack(tmp_path, photo_share=10, held_out=4)
+    out = device_train(tmp_path, data, "first", VARIANTS="srm nosrm")
+    choice = choice_of(out, {"srm", "nosrm"})
     for run in ("srm", "nosrm"):
-        parts = sorted(out.glob(f"{run}-best.safetensors.part-*"))
-        assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
-        joined = tmp_path / f"{run}.safetensors"
-        joined.write_bytes(b"".join(p.read_bytes() for p in parts))
         best = choice["best"][run]
         assert best["pixel_auc"] == max(r["pixel_auc"] for r in choice["scores"]
                                         if r["run"] == run)
-        localizer = Localizer(joined, device="cpu")
-        assert localizer.predict(out_data / "select" / "images" / "s0.webp").probability.shape \
+        assert choice["kept"][run] == {"best": f"epoch-{best['epoch']:03d}.safetensors"}
+        localizer = Localizer(joined(out, f"{run}-best"), device="cpu")
+        assert localizer.predict(data / "select" / "images" / "s0.webp").probability.shape \
             == (80, 112)
+
+    start = joined(out, "nosrm-best")
+    again = device_train(tmp_path, data, "again", VARIANTS="nosrm", INIT=str(start), SEED="7")
+    choice = choice_of(again, {"nosrm"})
+    with tarfile.open(again / "results.tgz") as archive:
+        log = archive.extractfile("train-nosrm.log").read().decode()  # type: ignore[union-attr]
+    assert f"fine-tuning {start}" in log
+    kept = choice["kept"]["nosrm"]
+    assert kept["best"] == f"epoch-{choice['best']['nosrm']['epoch']:03d}.safetensors"
+    assert kept.get("last", "epoch-003.safetensors") == "epoch-003.safetensors"
+    assert set(kept) == {"best"} | ({"last"} if kept["best"] != "epoch-003.safetensors" else set())
+    for role in kept:
+        config, _ = read_checkpoint_info(joined(again, f"nosrm-{role}"))
+        assert config.srm is False
