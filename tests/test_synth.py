@@ -242,3 +242,19 @@ def test_cli_synth_native_held_out(tmp_path):
     held_out = set(sources.PhotoSource((str(photos),), "held-out").names)
     lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert {line["parameters"]["photo"] for line in lines} <= held_out
+
+
+def test_photo_cache_keeps_recent_photos_within_its_byte_budget(tmp_path):
+    paths = [str(p) for p in noise_photos(tmp_path / "cam", 4, shape=(40, 50))]
+    cache = sources.PhotoCache(budget=2 * 40 * 50 * 3)  # two photos
+    first = cache.get(paths[0])
+    assert first.shape == (40, 50, 3) and not first.flags.writeable
+    assert cache.get(paths[0]) is first  # a hit: not decoded again
+    cache.get(paths[1])
+    cache.get(paths[0])  # now the most recent, so paths[1] goes first
+    cache.get(paths[2])
+    assert cache.used == 2 * first.nbytes
+    assert cache.get(paths[0]) is first
+    assert cache.get(paths[1]) is not None and cache.used <= cache.budget
+    tiny = sources.PhotoCache(budget=10)  # smaller than any photo: still returns it
+    assert tiny.get(paths[3]).shape == (40, 50, 3) and tiny.used == first.nbytes

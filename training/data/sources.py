@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from cflnet_sdk.training.data.ops import resize_rgb
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 SPLITS = ("all", "train", "held-out")
 HELD_OUT_SHARE = 10  # one photo in ten, chosen by file name, never feeds training
+PHOTO_CACHE_BYTES = 512 * 2**20  # per process: the 422 MiB of photos a lent GPU trains on fit
 
 # Natural photographs shipped inside installed packages: (name, package, file in the package).
 # Found by path, not by importing the package: importing skimage.data, sklearn.datasets and
@@ -113,14 +115,34 @@ class PhotoSource:
 
     def photo(self, index: int) -> np.ndarray:
         """The ``index``-th photo as HxWx3 uint8 RGB."""
-        return _load_photo(self.names[index])
+        return _PHOTOS.get(self.names[index])
 
 
-@functools.lru_cache(maxsize=64)
-def _load_photo(name: str) -> np.ndarray:
-    rgb = load_image(packaged_photos().get(name, Path(name)))
-    rgb.setflags(write=False)  # cached and shared: nobody may edit it in place
-    return rgb
+class PhotoCache:
+    """Decoded photos kept within a byte budget, least recently used out first (per process).
+
+    Every sample decodes one or two whole photos; a camera original takes ~0.1 s to decode, more
+    than the rest of the sample, so each loader worker keeps what fits in ``budget`` bytes.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used = budget, 0
+        self._photos: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, name: str) -> np.ndarray:
+        if name in self._photos:
+            self._photos.move_to_end(name)
+            return self._photos[name]
+        rgb = load_image(packaged_photos().get(name, Path(name)))
+        rgb.setflags(write=False)  # cached and shared: nobody may edit it in place
+        self._photos[name], self.used = rgb, self.used + rgb.nbytes
+        while self.used > self.budget and len(self._photos) > 1:
+            _, oldest = self._photos.popitem(last=False)
+            self.used -= oldest.nbytes
+        return rgb
+
+
+_PHOTOS = PhotoCache(PHOTO_CACHE_BYTES)
 
 
 def in_held_out(name: str) -> bool:
