@@ -41,11 +41,12 @@ def weights(path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def test_resume_reproduces_the_uninterrupted_run(torch_threads, tmp_path):
-    straight, result = run(config(tmp_path / "a"))
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_reproduces_the_uninterrupted_run(torch_threads, tmp_path, ema_decay):
+    straight, result = run(config(tmp_path / "a", ema_decay=ema_decay))
     assert result.status == "finished" and sorted(straight) == [1, 2, 3, 4, 5, 6]
 
-    pieces, first = run(config(tmp_path / "b", max_steps=2))  # stops mid epoch 1
+    pieces, first = run(config(tmp_path / "b", max_steps=2, ema_decay=ema_decay))
     assert first.status == "max_steps" and load_state(tmp_path / "b")[1]["batch"] == 2
     for _ in range(2):  # then across the epoch end, then to the end
         more, result = run(resume_config(tmp_path / "b", {"max_steps": 2}), resume=True)
@@ -56,6 +57,9 @@ def test_resume_reproduces_the_uninterrupted_run(torch_threads, tmp_path):
     final_a, final_b = weights(tmp_path / "a/last.safetensors"), weights(
         tmp_path / "b/last.safetensors")
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    trained = load_state(tmp_path / "a")[0]  # the weights the optimizer moves
+    averaged = not all(torch.equal(final_a[k], trained[k]) for k in final_a)
+    assert averaged == bool(ema_decay)  # with EMA, the saved model is their moving average
     csv_rows = (tmp_path / "b/metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in csv_rows[1:]] == ["1", "2"]  # one row per epoch
 

@@ -296,6 +296,11 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
+        self.ema = None
+        if config.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=config.ema_decay, use_warmup=True)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         from cflnet_sdk.training.losses import CFLNetLoss
 
@@ -335,6 +340,11 @@ class Trainer:
     def precision_context(self) -> AbstractContextManager:
         return autocast(self.device, self.config.precision)
 
+    @property
+    def kept_model(self) -> nn.Module:
+        """The weights validated and saved: their moving average under ``--ema-decay``."""
+        return self.model if self.ema is None else self.ema.module
+
     # -- state ----------------------------------------------------------------------------
     def _payload(self, rngs: list[dict[str, Any]]) -> dict[str, Any]:
         p = self.position
@@ -342,7 +352,8 @@ class Trainer:
                 "best_auc": p.best_auc, "best_epoch": p.best_epoch,
                 "world_size": self.info.world_size, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rngs, "config": self.config.to_dict()}
+                "rng": rngs, "config": self.config.to_dict(),
+                "ema": None if self.ema is None else self.ema.module.state_dict()}
 
     def save(self) -> None:
         """``last.safetensors`` and the resume state; every rank must call it (RNG gather)."""
@@ -352,7 +363,7 @@ class Trainer:
         self._flush_window()
         rngs = distributed.gather(rng_state())
         if self.main:
-            save_checkpoint(self.model, self.run_dir / "last.safetensors")
+            save_checkpoint(self.kept_model, self.run_dir / "last.safetensors")
             save_state(self.run_dir, self.model.state_dict(), self._payload(rngs))
         distributed.barrier()
 
@@ -364,6 +375,8 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(payload["ema"], strict=True)
         self.position = Position(payload["epoch"], payload["batch"], payload["step"],
                                  payload["sums"], payload["best_auc"], payload["best_epoch"])
         rngs = payload["rng"]
@@ -442,6 +455,8 @@ class Trainer:
                             images, masks, self.precision_context)
         p = self.position
         p.batch, p.step = p.batch + 1, p.step + 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=p.step)
         self.window.append(losses)
         if self.on_step is not None:
             self.on_step(p.step, losses)
@@ -499,16 +514,18 @@ class Trainer:
             from cflnet_sdk.training.checkpoint import save_checkpoint
 
             if improved:
-                save_checkpoint(self.model, self.run_dir / "best.safetensors")
+                save_checkpoint(self.kept_model, self.run_dir / "best.safetensors")
             if self.config.keep_epochs:  # chosen later, e.g. on real forgeries
-                save_checkpoint(self.model, self.run_dir / f"epoch-{p.epoch:03d}.safetensors")
+                save_checkpoint(self.kept_model,
+                                self.run_dir / f"epoch-{p.epoch:03d}.safetensors")
         self.save()
         self.log(self._summary(sums, lr, metrics))
 
     def _validate(self) -> dict[str, Any] | None:
         if self.val_loader is None:
             return None
-        accumulator = validate(self.model, self.val_loader, self.device, self.precision_context)
+        accumulator = validate(self.kept_model, self.val_loader, self.device,
+                               self.precision_context)
         merged = distributed.gather(accumulator)
         for other in merged[1:]:
             merged[0].merge(other)

@@ -42,6 +42,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_step_epochs: int = 20
     lr_gamma: float = 0.8
+    # weights validated and saved: an exponential moving average of the trained ones (ours;
+    # 0 = off, the paper's); timm's ModelEmaV3 with its warm-up, so early steps count less
+    ema_decay: float = 0.0
     # loss
     class_weights: tuple[float, float] = (0.0892, 0.9108)
     contrastive_weight: float = 1.0
@@ -89,6 +92,8 @@ class TrainConfig:
             problems.append("lr and temperature must be > 0, contrastive_weight >= 0")
         if min(self.workers, self.save_every, self.max_steps, self.val_samples) < 0:
             problems.append("workers, save_every, max_steps and val_samples must be >= 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay {self.ema_decay} must be in [0, 1) (0: off)")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction {self.val_fraction} must be in [0, 1)")
         if len(self.class_weights) != 2:

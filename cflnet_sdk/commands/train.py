@@ -69,6 +69,8 @@ def train(
     lr_step_epochs: int | None = typer.Option(None, "--lr-step-epochs",
                                               help="StepLR period in epochs (default 20)."),
     lr_gamma: float | None = typer.Option(None, "--lr-gamma", help="StepLR factor (default 0.8)."),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", help="Validate and save a moving "
+                                           "average of the weights, e.g. 0.999 (default 0: off)."),
     patch_size: int | None = typer.Option(None, "--patch-size", help="Contrastive patch (4)."),
     temperature: float | None = typer.Option(None, "--temperature", help="Contrastive t (0.1)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of init, data order, split "
@@ -110,7 +112,8 @@ def train(
         "init": _init_checkpoint(init),
         "backbone": backbone, "aspp_channels": aspp_channels, "embedding_dim": embedding_dim,
         "size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "lr_step_epochs": lr_step_epochs, "lr_gamma": lr_gamma, "patch_size": patch_size,
+        "lr_step_epochs": lr_step_epochs, "lr_gamma": lr_gamma, "ema_decay": ema_decay,
+        "patch_size": patch_size,
         "temperature": temperature, "seed": seed, "workers": workers, "device": device,
         "precision": precision, "channels_last": channels_last, "compile": compile_model,
         "out": None if out is None else str(out), "save_every": save_every,
