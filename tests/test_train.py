@@ -67,7 +67,8 @@ def test_flags_win_over_the_file(tmp_path):
 
 @pytest.mark.parametrize("bad, words", [
     ({"batch_size": 1}, "batch_size 1"), ({"size": 100}, "multiple of 32"),
-    ({"precision": "fp8"}, "precision"), ({"synthetic": True, "data": "x"}, "not both")])
+    ({"precision": "fp8"}, "precision"), ({"synthetic": True, "data": "x"}, "not both"),
+    ({"ema_decay": 1.0}, "ema_decay 1.0 must be in")])
 def test_invalid_settings_say_what_to_do(bad, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig(**bad)
