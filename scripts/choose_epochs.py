@@ -2,7 +2,9 @@
 
 Runs trained with ``--keep-epochs`` hold ``epoch-NNN.safetensors``; each goes through
 ``cflnet evaluate`` (the product's own evaluator: Localizer, the model's contract, honest
-per-image pixel AUC beside the centre prior), several at once, until a time budget. Writes
+per-image pixel AUC beside the centre prior and ELA), several at once, until a time budget.
+The best epoch (``choose``) must beat ELA on the real forgeries, then does best on the run's own
+synthetic validation (its ``metrics.csv``): both targets of a default model. Writes
 ``OUT/choice.json`` (every score) and ``OUT/<run>-best.safetensors`` (that run's best epoch,
 float16) for shipping with ``scripts/build_default_model.sh``; with ``--keep-last`` also
 ``OUT/<run>-last.safetensors`` (its latest epoch, unless that is the best), to continue from.
@@ -13,6 +15,7 @@ float16) for shipping with ``scripts/build_default_model.sh``; with ``--keep-las
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -42,6 +45,23 @@ def score(checkpoint: Path, data: Path, device: str, deadline: float) -> dict | 
     return next(r["metrics"] for r in results if not r["baseline"])
 
 
+def synthetic_auc(run: Path) -> dict[int, float]:
+    """Each epoch's validation AUC on the run's held-out synthetic samples (``metrics.csv``)."""
+    with (run / "metrics.csv").open() as rows:
+        return {int(row["epoch"]): float(row["val_pixel_auc"]) for row in csv.DictReader(rows)
+                if row.get("val_pixel_auc")}
+
+
+def choose(rows: list[dict]) -> dict:
+    """Among epochs beating ELA on the real set, the best on synthetic validation; when none
+    does, the best on the real set."""
+    above = [row for row in rows if row["pixel_auc"] > row["ela_pixel_auc"]
+             and row["synthetic_val_auc"] is not None]
+    if above:
+        return max(above, key=lambda row: row["synthetic_val_auc"])
+    return max(rows, key=lambda row: row["pixel_auc"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -60,10 +80,12 @@ def main() -> None:
     kept = sorted((k for k in kept if k[1] >= args.from_epoch), key=lambda k: -k[1])
     with ThreadPoolExecutor(args.jobs) as pool:
         metrics = list(pool.map(lambda k: score(k[2], args.data, args.device, deadline), kept))
+    synthetic = {run: synthetic_auc(run) for run in args.runs}
     table = [{"run": run.name, "epoch": epoch,
               "pixel_auc": m["pixel_auc"], "beats_centre_prior": m["beats_centre_prior"],
               "centre_prior_pixel_auc": m["centre_prior_pixel_auc"],
-              "ela_pixel_auc": m["ela_pixel_auc"]}
+              "ela_pixel_auc": m["ela_pixel_auc"],
+              "synthetic_val_auc": synthetic[run].get(epoch)}
              for (run, epoch, _), m in zip(kept, metrics, strict=True) if m is not None]
     table.sort(key=lambda row: (row["run"], row["epoch"]))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -75,7 +97,7 @@ def main() -> None:
         latest = max(run.glob("epoch-*.safetensors"), default=run / "last.safetensors")
         path = latest  # nothing scored: the latest epoch, to be scored elsewhere
         if rows:
-            best = max(rows, key=lambda row: row["pixel_auc"])
+            best = choose(rows)
             choice["best"][run.name] = best
             path = run / f"epoch-{best['epoch']:03d}.safetensors"
         chosen = {"best": path, "last": latest} if args.keep_last and latest != path else \
@@ -87,8 +109,9 @@ def main() -> None:
             print(f"{run.name} {role}: {source.name}", flush=True)
     (args.out / "choice.json").write_text(json.dumps(choice, indent=1))
     for row in table:
-        print(f"{row['run']:>8} epoch {row['epoch']:3d}  AUC {row['pixel_auc']:.4f}  beats prior "
-              f"{row['beats_centre_prior']:.1%}", flush=True)
+        print(f"{row['run']:>8} epoch {row['epoch']:3d}  AUC {row['pixel_auc']:.4f} (ELA "
+              f"{row['ela_pixel_auc']:.4f})  beats prior {row['beats_centre_prior']:.1%}  "
+              f"synthetic val {row['synthetic_val_auc']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ tiny network as the slow test.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,6 +24,17 @@ from cflnet_sdk.training.data.sources import in_held_out
 from tests.conftest import noise_photos
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name: str):
+    """A module of scripts/, which is not a package."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+choose = script("choose_epochs").choose
 PHOTOS = {"shape": (96, 128), "quality": 90}
 
 
@@ -75,6 +87,17 @@ def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
         assert np.array_equal(np.asarray(Image.open(out / "select" / row["image"])), original)
 
 
+def test_the_chosen_epoch_beats_ela_on_real_forgeries_then_does_best_on_synthetic():
+    def row(epoch: int, real: float, synthetic: float | None) -> dict:
+        return {"epoch": epoch, "pixel_auc": real, "ela_pixel_auc": 0.87,
+                "synthetic_val_auc": synthetic}
+
+    rows = [row(1, 0.90, 0.70), row(2, 0.88, 0.78), row(3, 0.80, 0.85), row(4, 0.95, None)]
+    assert choose(rows)["epoch"] == 2  # epoch 3 is better on synthetic but loses to ELA
+    below = [row(1, 0.80, 0.70), row(2, 0.85, 0.60)]
+    assert choose(below)["epoch"] == 2  # none beats ELA: the best on the real forgeries
+
+
 def device_train(tmp_path: Path, data: Path, name: str, **settings: str) -> Path:
     """Run scripts/device_train.sh on the CPU with a tiny network; its $OUT folder."""
     out = tmp_path / f"out-{name}"
@@ -119,9 +142,10 @@ def test_device_training_dry_run_returns_each_runs_best_then_continues(tmp_path)
     out = device_train(tmp_path, data, "first", VARIANTS="srm nosrm")
     choice = choice_of(out, {"srm", "nosrm"})
     for run in ("srm", "nosrm"):
+        rows = [row for row in choice["scores"] if row["run"] == run]
+        assert all(row["synthetic_val_auc"] is not None for row in rows)  # from metrics.csv
         best = choice["best"][run]
-        assert best["pixel_auc"] == max(r["pixel_auc"] for r in choice["scores"]
-                                        if r["run"] == run)
+        assert best == choose(rows)
         assert choice["kept"][run] == {"best": f"epoch-{best['epoch']:03d}.safetensors"}
         localizer = Localizer(joined(out, f"{run}-best"), device="cpu")
         assert localizer.predict(data / "select" / "images" / "s0.webp").probability.shape \
