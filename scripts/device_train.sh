@@ -51,8 +51,8 @@ date -u; nvidia-smi -L 2>/dev/null; nproc
 recipe=(--synthetic --sources "$DATA/photos" --mode tile --ela 75,90,95 --backbone resnet10t
         --aspp-channels 64 --embedding-dim 64 --size 256 --batch-size 32 --lr 5e-4
         --patch-size 8 --steps-per-epoch 200 --epochs 200 --lr-step-epochs 6 --lr-gamma 0.5
-        --val-samples 128 --workers "$WORKERS" --seed "$SEED" --save-every 0 --keep-epochs
-        --no-progress --log-every 50 --device "$DEVICE" ${INIT:+--init "$INIT"} $EXTRA)
+        --ema-decay 0.999 --val-samples 128 --workers "$WORKERS" --seed "$SEED" --save-every 0
+        --keep-epochs --no-progress --log-every 50 --device "$DEVICE" ${INIT:+--init "$INIT"} $EXTRA)
 
 train() {  # name, flags...: bf16; fp32 if bf16 fails at once
   local name=$1 start=$SECONDS
