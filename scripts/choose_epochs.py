@@ -47,6 +47,8 @@ def score(checkpoint: Path, data: Path, device: str, deadline: float) -> dict | 
 
 def synthetic_auc(run: Path) -> dict[int, float]:
     """Each epoch's validation AUC on the run's held-out synthetic samples (``metrics.csv``)."""
+    if not (run / "metrics.csv").is_file():  # a run that never finished an epoch
+        return {}
     with (run / "metrics.csv").open() as rows:
         return {int(row["epoch"]): float(row["val_pixel_auc"]) for row in csv.DictReader(rows)
                 if row.get("val_pixel_auc")}
