@@ -13,7 +13,7 @@
 # `cat NAME.part-* > NAME`.
 #
 #   TRAIN_SECONDS=360 bash scripts/device_train.sh             # on the device, OUT set
-#   INIT=cflnet_sdk/models/cflnet_default.safetensors TRAIN_SECONDS=360 \
+#   INIT=cflnet_sdk/models/cflnet_default.safetensors SEED=1222 TRAIN_SECONDS=360 \
 #       bash scripts/device_train.sh                           # continue the shipped model
 #   DEVICE=cpu WORKERS=1 TRAIN_SECONDS=60 EXTRA="--size 64 --steps-per-epoch 2" \
 #       bash scripts/device_train.sh                           # a dry run anywhere
@@ -26,6 +26,14 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-360}
 CHOOSE_SECONDS=${CHOOSE_SECONDS:-110}
 VARIANTS=${VARIANTS:-nosrm}
 read -ra variants <<< "$VARIANTS"
+runs=() metrics=() logs=()
+for variant in "${variants[@]}"; do  # all checked before any run starts
+  case $variant in
+    nosrm | srm) ;;
+    *) echo "unknown variant $variant: choose nosrm, srm"; exit 2 ;;
+  esac
+  runs+=("$RUNS/$variant") metrics+=("$variant/metrics.csv") logs+=("train-$variant.log")
+done
 WORKERS=${WORKERS:-$((14 / ${#variants[@]}))}
 INIT=${INIT:+$(realpath "$INIT")}
 SEED=${SEED:-1221}  # a new one when continuing: fresh samples
@@ -70,20 +78,13 @@ train() {  # name, flags...: bf16; fp32 if bf16 fails at once
 }
 pids=()
 for variant in "${variants[@]}"; do
-  case $variant in
-    nosrm) train nosrm --no-srm & ;;
-    srm) train srm & ;;
-    *) echo "unknown variant $variant: choose nosrm, srm"; exit 2 ;;
-  esac
+  if [ "$variant" = nosrm ]; then train nosrm --no-srm & else train "$variant" & fi
   pids+=("$!")
 done
 wait "${pids[@]}"  # a plain `wait` would also wait for the log's tee
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>/dev/null
 
-runs=() metrics=() logs=() last=()
-for variant in "${variants[@]}"; do
-  runs+=("$RUNS/$variant") metrics+=("$variant/metrics.csv") logs+=("train-$variant.log")
-done
+last=()
 [ "${#variants[@]}" -eq 1 ] && last=(--keep-last)
 "$PYTHON" "$repo/scripts/choose_epochs.py" "${runs[@]}" --data "$DATA/select" --device "$DEVICE" \
   --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" "${last[@]}" \
