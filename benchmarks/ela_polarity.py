@@ -40,6 +40,8 @@ def main() -> None:
             means[record.kind or "all"].append(pair)
             if record.kind:
                 means["all"].append(pair)
+        if len(means) == 2:  # one kind: its row is the "all" row
+            del means["all"]
         for kind, pairs in sorted(means.items()):
             inside, outside = np.array(pairs).T
             print(f"{path}  {kind:>10}  {len(pairs):4d} images  region brighter in "

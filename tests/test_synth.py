@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cflnet_sdk.contract import error_level
 from cflnet_sdk.errors import DataError
 from cflnet_sdk.training.data import sources
 from cflnet_sdk.training.data.manipulations import KINDS
 from cflnet_sdk.training.data.synth import (
+    NATIVE_RECIPE,
     SynthConfig,
     SynthDataset,
     generate,
@@ -129,6 +131,10 @@ def test_bad_settings_are_clear_errors():
         SynthConfig(kinds=("blend",))
     with pytest.raises(DataError, match="jpeg_quality"):
         SynthConfig(jpeg_quality=(90, 10))
+    with pytest.raises(DataError, match="donor_scale"):
+        SynthConfig(donor_scale=(1.2, 0.5))
+    with pytest.raises(DataError, match="donor_jpeg_rate"):
+        SynthConfig(donor_jpeg_rate=1.5)
 
 
 def test_cli_synth_writes_samples_and_preview(tmp_path):
@@ -222,6 +228,19 @@ def test_native_hosts_get_a_jpeg_history_on_their_grid_when_asked(tmp_path):
         assert np.array_equal(generate_sample(compressed, index).image, jpeg_roundtrip(view, 75))
 
 
+def test_native_recipe_splices_carry_a_fresher_history_than_their_host():
+    """Real splices are brighter in error level than their host (MISD: 97% of images); the
+    recipe's splices must teach that rule, not its opposite (the old recipe: 70% here)."""
+    config = SynthConfig(**{**NATIVE_RECIPE, "save_jpeg_rate": 0.0, "post_rate": 0.0},
+                         seed=5, kinds=("splice",), pristine_rate=0.0)
+    brighter = []
+    for index in range(40):
+        sample = generate_sample(config, index)
+        level = error_level(sample.image, 90).astype(np.float32)
+        brighter.append(level[sample.mask].mean() > level[~sample.mask].mean())
+    assert np.mean(brighter) >= 0.8
+
+
 def test_saved_as_jpeg_at_the_end_when_asked():
     config = SynthConfig(seed=8, save_jpeg_rate=1.0, post_rate=0.0, jpeg_quality=(70, 70),
                          **SMALL)
@@ -242,6 +261,28 @@ def test_cli_synth_native_held_out(tmp_path):
     held_out = set(sources.PhotoSource((str(photos),), "held-out").names)
     lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert {line["parameters"]["photo"] for line in lines} <= held_out
+
+
+def test_cli_synth_regenerates_a_set_from_its_saved_config(tmp_path):
+    photos = tmp_path / "photos"
+    noise_photos(photos, 6, quality=85, seed=6)
+    first, again = tmp_path / "first", tmp_path / "again"
+    made = subprocess.run([CFLNET, "synth", "--out", str(first), "--count", "4", "--size", "64",
+                           "--native", "--seed", "3", "--jpeg-quality", "70-80", "--sources",
+                           str(photos)], capture_output=True, text=True, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
+    moved = photos.rename(tmp_path / "moved")  # the saved folder is gone: --sources replaces it
+    remade = subprocess.run([CFLNET, "synth", "--out", str(again), "--count", "4", "--config",
+                             str(first / "synth_config.json"), "--sources", str(moved)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert remade.returncode == 0, remade.stderr
+    files = sorted(p.relative_to(first) for p in first.glob("*s/*.png"))
+    assert len(files) >= 4
+    assert all((first / f).read_bytes() == (again / f).read_bytes() for f in files)
+    bad = subprocess.run([CFLNET, "synth", "--out", str(tmp_path / "bad"), "--config",
+                          str(first / "manifest.jsonl")], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode != 0 and "synth_config.json" in bad.stderr
 
 
 def test_photo_cache_keeps_recent_photos_within_its_byte_budget(tmp_path):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from cflnet_sdk.training.data.synth import SynthConfig
 
 
 def synth(
@@ -37,17 +41,24 @@ def synth(
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
     preview: bool = typer.Option(False, "--preview", help="Also write preview.png, a contact "
                                  "sheet with mask outlines."),
+    config_file: Path | None = typer.Option(None, "--config", help="A set's synth_config.json: "
+                                            "regenerate that set's samples, byte for byte, "
+                                            "whatever today's defaults; only --out, --count, "
+                                            "--workers, --preview and --sources apply."),
 ) -> None:
     """Generate synthetic forgeries (splice, copy-move, removal, enhance) with exact masks."""
     from cflnet_sdk.errors import DataError
     from cflnet_sdk.training.data.synth import (
         NATIVE_RECIPE,
         SynthConfig,
-        generate,
         parse_list,
         parse_size,
     )
 
+    if config_file is not None:
+        config = _saved_config(config_file, sources)
+        _write(config, out, count, workers, preview)
+        return
     height, width = parse_size(size)
     try:
         low, high = (int(v) for v in jpeg_quality.split("-"))
@@ -59,6 +70,27 @@ def synth(
                          jpeg_quality=(low, high), sources=tuple(str(s) for s in sources or ()),
                          image_format=image_format, split=split,  # type: ignore[arg-type]
                          **{**(NATIVE_RECIPE if native else {}), **chosen})
+    _write(config, out, count, workers, preview)
+
+
+def _saved_config(path: Path, sources: list[Path] | None) -> SynthConfig:
+    """The settings saved beside a set's manifest, its photo folders replaced when given."""
+    from dataclasses import replace
+
+    from cflnet_sdk.errors import DataError
+    from cflnet_sdk.training.data.synth import SynthConfig
+
+    try:
+        config = SynthConfig.from_json(path.read_text())
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"--config {path}: not a readable synth_config.json ({exc}); give the "
+                        "file `cflnet synth` wrote beside a set's manifest") from exc
+    return replace(config, sources=tuple(str(s) for s in sources)) if sources else config
+
+
+def _write(config: SynthConfig, out: Path, count: int, workers: int, preview: bool) -> None:
+    from cflnet_sdk.training.data.synth import generate
+
     report = generate(config, out, count, workers=workers, preview=preview)
     kinds_text = ", ".join(f"{k}={v}" for k, v in sorted(report.kinds.items()))
     typer.echo(f"wrote {report.count} samples to {report.out} in {report.seconds:.1f} s "

@@ -26,10 +26,12 @@ from cflnet_sdk.training.data.sources import SPLITS, PhotoSource, native_view, r
 
 POST_OPS = ("jpeg", "resize", "blur", "noise")
 # What a tile-mode model trains on (``cflnet train --mode tile``, ``cflnet synth --native``):
-# native crops, half the hosts JPEG-compressed before the edit, half the forgeries saved as
-# JPEG after it, fewer hidden by global operations than by default.
-NATIVE_RECIPE: dict[str, Any] = {"native": True, "host_jpeg_rate": 0.5, "save_jpeg_rate": 0.5,
-                                 "post_rate": 0.3}
+# native crops, nine hosts in ten JPEG-compressed before the edit and donors mostly shrunk (so
+# a splice, as in real ones, carries a fresher compression history than its host:
+# docs/experiments.md, "Compression histories"), half the forgeries saved as JPEG after it,
+# fewer hidden by global operations than by default.
+NATIVE_RECIPE: dict[str, Any] = {"native": True, "host_jpeg_rate": 0.9, "save_jpeg_rate": 0.5,
+                                 "post_rate": 0.3, "donor_scale": (0.5, 1.2)}
 MANIFEST = "manifest.jsonl"
 CONFIG_FILE = "synth_config.json"
 
@@ -43,11 +45,11 @@ class SynthConfig:
     ``native``: the host is a crop of a photo's own pixels on its JPEG grid (what a tile-mode
     model must learn from), JPEG-compressed on that grid before the edit for a share
     ``host_jpeg_rate`` of samples (as a photo downloaded or shared before it is edited), and
-    the splice donor is resampled by a random scale and, half of the time, JPEG-compressed at
-    another quality, so it carries another history; otherwise views are rescaled crops, as
-    for resize-mode models. ``save_jpeg_rate``: share of samples saved
-    as JPEG at the end (quality from ``jpeg_quality``), as most forgeries are; the rest stay
-    lossless. ``split`` picks the photos (see ``PhotoSource``).
+    the splice donor is resampled by a random scale within ``donor_scale`` and, for a share
+    ``donor_jpeg_rate``, JPEG-compressed at another quality, so it carries another history;
+    otherwise views are rescaled crops, as for resize-mode models. ``save_jpeg_rate``: share
+    of samples saved as JPEG at the end (quality from ``jpeg_quality``), as most forgeries
+    are; the rest stay lossless. ``split`` picks the photos (see ``PhotoSource``).
     """
 
     seed: int = 0
@@ -66,6 +68,8 @@ class SynthConfig:
     area: tuple[float, float] = AREA
     save_jpeg_rate: float = 0.0
     host_jpeg_rate: float = 0.0
+    donor_scale: tuple[float, float] = (0.5, 2.0)
+    donor_jpeg_rate: float = 0.5
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(KINDS)
@@ -76,9 +80,12 @@ class SynthConfig:
             raise DataError(f"unknown post-processing {sorted(set(self.post_ops) - set(POST_OPS))};"
                             f" choose from {', '.join(POST_OPS)}")
         if not all(0.0 <= r <= 1.0 for r in (self.pristine_rate, self.post_rate,
-                                             self.save_jpeg_rate, self.host_jpeg_rate)):
-            raise DataError("pristine_rate, post_rate, save_jpeg_rate and host_jpeg_rate must "
-                            "be in [0, 1]")
+                                             self.save_jpeg_rate, self.host_jpeg_rate,
+                                             self.donor_jpeg_rate)):
+            raise DataError("pristine_rate, post_rate, save_jpeg_rate, host_jpeg_rate and "
+                            "donor_jpeg_rate must be in [0, 1]")
+        if not 0.0 < self.donor_scale[0] <= self.donor_scale[1]:
+            raise DataError(f"donor_scale {self.donor_scale} must be a positive LOW-HIGH range")
         if self.split not in SPLITS:
             raise DataError(f"unknown photo split {self.split!r}; choose {', '.join(SPLITS)}")
         if self.max_regions < 1 or not 0.0 < self.area[0] <= self.area[1] <= 1.0:
@@ -98,7 +105,7 @@ class SynthConfig:
     @classmethod
     def from_json(cls, text: str) -> SynthConfig:
         data = json.loads(text)
-        for key in ("kinds", "post_ops", "jpeg_quality", "sources", "area"):
+        for key in ("kinds", "post_ops", "jpeg_quality", "sources", "area", "donor_scale"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -172,8 +179,8 @@ def _views(config: SynthConfig, source: PhotoSource, rng: np.random.Generator, p
         return view, lambda other: random_view(source.photo(other), rng, *size)
 
     def donor(other: int) -> np.ndarray:
-        view = random_view(source.photo(other), rng, *size, scale_range=(0.5, 2.0))
-        if rng.random() < 0.5:
+        view = random_view(source.photo(other), rng, *size, scale_range=config.donor_scale)
+        if rng.random() < config.donor_jpeg_rate:
             view = ops.jpeg_roundtrip(view, _quality(rng, config))
         return view
 
