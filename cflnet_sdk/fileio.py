@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,12 @@ _UMASK = _read_umask()
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def copy_atomic(source: str | Path, path: str | Path) -> None:
+    """``path`` becomes a copy of ``source`` in one step (same bytes, no second serialisation)."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def sha256_file(path: str | Path) -> str:

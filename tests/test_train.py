@@ -172,6 +172,7 @@ def test_cli_train_writes_a_usable_run(tmp_path, photo_files):
     kept, last = (read_checkpoint(run / name)[0] for name in ("epoch-001.safetensors",
                                                                "last.safetensors"))
     assert kept.keys() == last.keys() and all(torch.equal(kept[k], last[k]) for k in kept)
+    assert (run / "best.safetensors").read_bytes() == (run / "last.safetensors").read_bytes()
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[0].startswith("epoch,step,lr,loss,ce,contrastive")
 

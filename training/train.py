@@ -355,14 +355,18 @@ class Trainer:
                 "rng": rngs, "config": self.config.to_dict(),
                 "ema": None if self.ema is None else self.ema.module.state_dict()}
 
-    def save(self) -> None:
-        """``last.safetensors`` and the resume state; every rank must call it (RNG gather)."""
+    def save(self, weights: Path | None = None) -> None:
+        """``last.safetensors`` (a copy of ``weights`` when this epoch's are already written)
+        and the resume state; every rank must call it (RNG gather)."""
+        from cflnet_sdk.fileio import copy_atomic
         from cflnet_sdk.training.checkpoint import save_checkpoint
         from cflnet_sdk.training.state import rng_state, save_state
 
         self._flush_window()
         rngs = distributed.gather(rng_state())
-        if self.main:
+        if self.main and weights is not None:
+            copy_atomic(weights, self.run_dir / "last.safetensors")
+        elif self.main:
             save_checkpoint(self.kept_model, self.run_dir / "last.safetensors")
             save_state(self.run_dir, self.model.state_dict(), self._payload(rngs))
         distributed.barrier()
@@ -510,16 +514,24 @@ class Trainer:
         p.epoch, p.batch, p.sums = p.epoch + 1, 0, dict.fromkeys(EPOCH_SUMS, 0.0)
         if self.main:  # the CSV first: a rerun of this epoch end replaces its row
             self._write_csv(row)
-        if self.main and (improved or self.config.keep_epochs):
-            from cflnet_sdk.training.checkpoint import save_checkpoint
-
-            if improved:
-                save_checkpoint(self.kept_model, self.run_dir / "best.safetensors")
-            if self.config.keep_epochs:  # chosen later, e.g. on real forgeries
-                save_checkpoint(self.kept_model,
-                                self.run_dir / f"epoch-{p.epoch:03d}.safetensors")
-        self.save()
+        self.save(self._keep_epoch_weights(improved) if self.main else None)
         self.log(self._summary(sums, lr, metrics))
+
+    def _keep_epoch_weights(self, improved: bool) -> Path | None:
+        """``best.safetensors`` when validation improved and ``epoch-NNN.safetensors`` with
+        ``keep_epochs`` (to be chosen later, e.g. on real forgeries): serialised once, copied."""
+        from cflnet_sdk.fileio import copy_atomic
+        from cflnet_sdk.training.checkpoint import save_checkpoint
+
+        names = ["best.safetensors"] if improved else []
+        if self.config.keep_epochs:
+            names.append(f"epoch-{self.position.epoch:03d}.safetensors")
+        if not names:
+            return None
+        written = save_checkpoint(self.kept_model, self.run_dir / names[0])
+        for name in names[1:]:
+            copy_atomic(written, self.run_dir / name)
+        return written
 
     def _validate(self) -> dict[str, Any] | None:
         if self.val_loader is None:
