@@ -225,7 +225,10 @@ def test_native_hosts_get_a_jpeg_history_on_their_grid_when_asked(tmp_path):
     compressed = SynthConfig(**{**raw.__dict__, "host_jpeg_rate": 1.0})
     for index in range(3):
         view = generate_sample(raw, index).image
-        assert np.array_equal(generate_sample(compressed, index).image, jpeg_roundtrip(view, 75))
+        sample = generate_sample(compressed, index)
+        assert np.array_equal(sample.image, jpeg_roundtrip(view, 75))
+        assert sample.params["host_jpeg"] == 75 and "host_jpeg" not in generate_sample(
+            raw, index).params
 
 
 def test_native_recipe_splices_carry_a_fresher_history_than_their_host():

@@ -171,8 +171,10 @@ def _save(image: np.ndarray, rng: np.random.Generator, config: SynthConfig,
 
 
 def _views(config: SynthConfig, source: PhotoSource, rng: np.random.Generator, photo: int,
-           ) -> tuple[np.ndarray, Any]:
-    """The host view of ``photo`` and a callable drawing a donor view of another photo."""
+           params: dict[str, Any]) -> tuple[np.ndarray, Any]:
+    """The host view of ``photo`` and a callable drawing a donor view of another photo; the
+    JPEG qualities they are compressed at before the edit go into ``params`` (``host_jpeg``,
+    ``donor_jpeg``), so a set's manifest tells each sample's compression history."""
     size = (config.height, config.width)
     if not config.native:
         view = random_view(source.photo(photo), rng, *size)
@@ -181,12 +183,14 @@ def _views(config: SynthConfig, source: PhotoSource, rng: np.random.Generator, p
     def donor(other: int) -> np.ndarray:
         view = random_view(source.photo(other), rng, *size, scale_range=config.donor_scale)
         if rng.random() < config.donor_jpeg_rate:
-            view = ops.jpeg_roundtrip(view, _quality(rng, config))
+            params["donor_jpeg"] = _quality(rng, config)
+            view = ops.jpeg_roundtrip(view, params["donor_jpeg"])
         return view
 
     view = native_view(source.photo(photo), rng, *size)
     if rng.random() < config.host_jpeg_rate:
-        view = ops.jpeg_roundtrip(view, _quality(rng, config))
+        params["host_jpeg"] = _quality(rng, config)
+        view = ops.jpeg_roundtrip(view, params["host_jpeg"])
     return view, donor
 
 
@@ -199,8 +203,8 @@ def manipulate(config: SynthConfig, index: int, source: PhotoSource | None = Non
     source = source or PhotoSource(config.sources, config.split)
     rng = sample_rng(config.seed, index)
     photo = int(rng.integers(len(source)))
-    view, draw_donor = _views(config, source, rng, photo)
     params: dict[str, Any] = {"photo": source.names[photo]}
+    view, draw_donor = _views(config, source, rng, photo, params)
     if rng.random() < config.pristine_rate:
         return view, None, params
     kind = str(config.kinds[int(rng.integers(len(config.kinds)))])
