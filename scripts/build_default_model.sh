@@ -13,6 +13,7 @@ photos="${PHOTOS:-../shared/photos}"
 real_val="${REAL_VAL:-../shared/data/real-val}"
 models=cflnet_sdk/models
 held_out="${TMPDIR:-/tmp}/cflnet-held-out-native"
+held_out_v1="${TMPDIR:-/tmp}/cflnet-held-out-native-v1"
 
 cflnet-export onnx "$checkpoint" -o "$models/cflnet_default.onnx" --weights-fp16
 python - "$checkpoint" "$models/cflnet_default.safetensors" <<'PY'
@@ -21,9 +22,13 @@ from cflnet_sdk.training.checkpoint import load_checkpoint, save_checkpoint
 save_checkpoint(load_checkpoint(sys.argv[1]), sys.argv[2], half=True)
 PY
 # Synthetic forgeries of photos training never saw (the held-out tenth), edits anywhere.
-rm -rf "$held_out"
+rm -rf "$held_out" "$held_out_v1"
 cflnet synth --out "$held_out" --count 320 --seed 20261125 --size 320 --native \
   --split held-out --sources "$photos" --workers 2
+# The same set as the generator made it until a2ca25d (before "Compression histories"), so a
+# recipe change never moves the figure silently: both are reported.
+cflnet synth --out "$held_out_v1" --count 320 --config docs/held-out-synthetic-v1.json \
+  --sources "$photos" --workers 2
 # MISD's first SELECTION_PAIRS pairs chose the checkpoint; the rest are reported apart, untouched
 # by that choice (manifests of absolute paths, so the split needs no copy of the images).
 split="${TMPDIR:-/tmp}/cflnet-misd-split"
@@ -40,8 +45,8 @@ for name, part in (("selection", rows[:pairs]), ("rest", rows[pairs:])):
     (split / name / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
 PY
 COLUMNS=200 cflnet evaluate --model "$models/cflnet_default.onnx" --data "$held_out" \
-  --data "$real_val/misd" --data "$split/selection" --data "$split/rest" --data "$real_val/noso" \
-  --json docs/model-card-metrics.json
+  --data "$held_out_v1" --data "$real_val/misd" --data "$split/selection" --data "$split/rest" \
+  --data "$real_val/noso" --json docs/model-card-metrics.json
 cflnet benchmark --mode tile --model "$models/cflnet_default.onnx" \
   --model "$models/cflnet_default.safetensors" --megapixels 1,4 --warmup 1 --iterations 3
 sha256sum "$models"/cflnet_default.*

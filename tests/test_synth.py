@@ -288,6 +288,16 @@ def test_cli_synth_regenerates_a_set_from_its_saved_config(tmp_path):
     assert bad.returncode != 0 and "synth_config.json" in bad.stderr
 
 
+def test_first_held_out_recipe_still_reads_as_it_was_made():
+    """docs/held-out-synthetic-v1.json predates donor_scale and donor_jpeg_rate: their defaults
+    must stay the generator's behaviour of then, or the model card's first synthetic set moves."""
+    root = Path(__file__).resolve().parents[1]
+    config = SynthConfig.from_json((root / "docs/held-out-synthetic-v1.json").read_text())
+    assert (config.host_jpeg_rate, config.donor_scale, config.donor_jpeg_rate) == (
+        0.5, (0.5, 2.0), 0.5)
+    assert (config.seed, config.split, config.native) == (20261125, "held-out", True)
+
+
 def test_photo_cache_keeps_recent_photos_within_its_byte_budget(tmp_path):
     paths = [str(p) for p in noise_photos(tmp_path / "cam", 4, shape=(40, 50))]
     cache = sources.PhotoCache(budget=2 * 40 * 50 * 3)  # two photos
