@@ -8,6 +8,7 @@ import typer
 
 from cflnet_sdk import __version__
 from cflnet_sdk.commands import (
+    average,
     benchmark,
     data,
     demo,
@@ -56,6 +57,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("variants")(variants.variants)
+app.command("average")(average.average)
 app.add_typer(data.app, name="data")
 
 

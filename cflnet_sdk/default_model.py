@@ -23,3 +23,16 @@ def require_default_model() -> Path:
         raise ModelFileError("no model given and this build ships no default model: pass a "
                              ".safetensors checkpoint, an .onnx export or a TensorRT .engine")
     return path
+
+
+def named_checkpoint(value: str) -> str:
+    """``default`` names the shipped model's checkpoint by its installed path (to fine-tune or
+    average with); any other value is a path and passes unchanged."""
+    from cflnet_sdk.errors import ModelFileError
+
+    if value != "default":
+        return value
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise ModelFileError("this build ships no default model checkpoint: pass a "
+                             ".safetensors checkpoint instead of 'default'")
+    return str(DEFAULT_CHECKPOINT)

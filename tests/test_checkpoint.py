@@ -158,3 +158,39 @@ def test_half_checkpoint_is_half_the_size_and_loads_as_float32(tiny_model, tmp_p
     with torch.no_grad():
         a, b = tiny_model.tamper_probability(x), loaded.tamper_probability(x)
     assert (a - b).abs().max() < 2e-3
+
+
+def test_average_weighs_every_float_tensor_and_refuses_other_models(tiny_model, tiny_checkpoint,
+                                                                     tiny_config, tmp_path):
+    from cflnet_sdk.training.checkpoint import average_checkpoints
+
+    other = CFLNet(tiny_config).eval()  # a second initialisation, same architecture
+    second = save_checkpoint(other, tmp_path / "b.safetensors",
+                             contract=Contract(height=64, width=64))
+    mixed = average_checkpoints([tiny_checkpoint, second], [1, 3]).state_dict()
+    a, b = tiny_model.state_dict(), other.state_dict()
+    for key, value in mixed.items():
+        expected = 0.25 * a[key] + 0.75 * b[key] if value.is_floating_point() else a[key]
+        assert torch.allclose(value, expected.to(value.dtype), atol=1e-6), key
+    wider = save_checkpoint(CFLNet(CFLNetConfig(backbone="resnet18", aspp_channels=32,
+                                                embedding_dim=32)), tmp_path / "c.safetensors",
+                            contract=Contract(height=64, width=64))
+    with pytest.raises(ModelFileError, match="architecture or contract differs"):
+        average_checkpoints([tiny_checkpoint, wider])
+    with pytest.raises(ModelFileError, match="one non-negative number per checkpoint"):
+        average_checkpoints([tiny_checkpoint, second], [1.0])
+
+
+def test_average_cli_writes_a_loadable_checkpoint(tiny_checkpoint, tmp_path):
+    out = tmp_path / "soup.safetensors"
+    done = subprocess.run([sys.executable, "-m", "cflnet_sdk", "average", str(tiny_checkpoint),
+                           str(tiny_checkpoint), "--weights", "0.5,0.5", "-o", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    averaged, original = load_checkpoint(out).state_dict(), load_checkpoint(tiny_checkpoint)
+    assert all(torch.allclose(averaged[k].float(), v.float(), atol=1e-6)
+               for k, v in original.state_dict().items())
+    bad = subprocess.run([sys.executable, "-m", "cflnet_sdk", "average", str(tiny_checkpoint),
+                          "--weights", "half", "-o", str(out)], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "--weights" in bad.stderr

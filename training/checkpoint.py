@@ -5,7 +5,7 @@ safetensors cannot carry code, so loading a checkpoint never executes anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,3 +125,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     load_weights(model, model_state(tensors), path)
     model.contract = contract
     return model.to(map_location).eval()
+
+
+def average_checkpoints(paths: Sequence[str | Path],
+                        weights: Sequence[float] | None = None) -> CFLNet:
+    """The weighted average of checkpoints of one architecture and contract (equal weights by
+    default): every floating-point tensor, normalisation statistics included.
+
+    Averaging a fine-tuned model with the one it started from (WiSE-FT, Wortsman et al. 2022)
+    keeps much of what fine-tuning forgot; averaging a run's epochs smooths its swings.
+    """
+    if not paths:
+        raise ModelFileError("no checkpoints to average")
+    weights = list(weights) if weights is not None else [1.0] * len(paths)
+    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
+        raise ModelFileError(f"weights {weights} must be one non-negative number per "
+                             f"checkpoint ({len(paths)}), not all zero", paths[0])
+    models = [load_checkpoint(path) for path in paths]
+    first = models[0]
+    for path, model in zip(paths[1:], models[1:], strict=True):
+        if model.config != first.config or model.contract != first.contract:
+            raise ModelFileError(f"architecture or contract differs from {paths[0]}: only "
+                                 "checkpoints of one run or of its fine-tunes average", path)
+    total = sum(weights)
+    states = [model.state_dict() for model in models]
+    averaged = {key: sum(w / total * state[key].double() for w, state in zip(weights, states,
+                                                                              strict=True))
+                .to(value.dtype) if value.is_floating_point() else value
+                for key, value in states[0].items()}
+    first.load_state_dict(averaged)
+    return first

@@ -156,11 +156,6 @@ def _qualities(text: str | None) -> tuple[int, ...] | None:
 
 def _init_checkpoint(value: str | None) -> str | None:
     """``--init default`` names the shipped model's checkpoint by its installed path."""
-    if value != "default":
-        return value
-    from cflnet_sdk.default_model import DEFAULT_CHECKPOINT
+    from cflnet_sdk.default_model import named_checkpoint
 
-    if not DEFAULT_CHECKPOINT.is_file():
-        raise typer.BadParameter("this build ships no default model to fine-tune; pass a "
-                                 ".safetensors checkpoint", param_hint="--init")
-    return str(DEFAULT_CHECKPOINT)
+    return None if value is None else named_checkpoint(value)
