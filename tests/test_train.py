@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -173,6 +174,7 @@ def test_cli_train_writes_a_usable_run(tmp_path, photo_files):
                                                                "last.safetensors"))
     assert kept.keys() == last.keys() and all(torch.equal(kept[k], last[k]) for k in kept)
     assert (run / "best.safetensors").read_bytes() == (run / "last.safetensors").read_bytes()
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1  # saved at the epoch end
     rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[0].startswith("epoch,step,lr,loss,ce,contrastive")
 

@@ -147,11 +147,14 @@ def average_checkpoints(paths: Sequence[str | Path],
         if model.config != first.config or model.contract != first.contract:
             raise ModelFileError(f"architecture or contract differs from {paths[0]}: only "
                                  "checkpoints of one run or of its fine-tunes average", path)
-    total = sum(weights)
+    shares = [weight / sum(weights) for weight in weights]
     states = [model.state_dict() for model in models]
-    averaged = {key: sum(w / total * state[key].double() for w, state in zip(weights, states,
-                                                                              strict=True))
-                .to(value.dtype) if value.is_floating_point() else value
-                for key, value in states[0].items()}
+    averaged = {}
+    for key, value in states[0].items():  # integer buffers (batch counts) are the first's
+        if value.is_floating_point():
+            mixed = sum(share * state[key].double() for share, state in zip(shares, states,
+                                                                            strict=True))
+            value = mixed.to(value.dtype)
+        averaged[key] = value
     first.load_state_dict(averaged)
     return first

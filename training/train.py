@@ -364,10 +364,12 @@ class Trainer:
 
         self._flush_window()
         rngs = distributed.gather(rng_state())
-        if self.main and weights is not None:
-            copy_atomic(weights, self.run_dir / "last.safetensors")
-        elif self.main:
-            save_checkpoint(self.kept_model, self.run_dir / "last.safetensors")
+        if self.main:
+            last = self.run_dir / "last.safetensors"
+            if weights is not None:
+                copy_atomic(weights, last)
+            else:
+                save_checkpoint(self.kept_model, last)
             save_state(self.run_dir, self.model.state_dict(), self._payload(rngs))
         distributed.barrier()
 
