@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cflnet_sdk import Localizer
-from cflnet_sdk.training.baselines import centre_prior, ela
+from cflnet_sdk.images import load_image
+from cflnet_sdk.training.baselines import BASELINES, LABELS
+from cflnet_sdk.training.data.readers import read_mask
 
-MAPS = ("model", "centre prior", "ELA")
+MAPS = ("model", *LABELS.values())
 
 
 def factors(parameters: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
@@ -46,12 +47,12 @@ def image_aucs(localizer: Localizer, folder: Path,
         record = json.loads(line)
         if not record.get("mask"):
             continue  # pristine
-        mask = np.asarray(Image.open(folder / record["mask"]).convert("L")) > 127
+        mask = read_mask(folder / record["mask"])
         if mask.all() or not mask.any():
             continue
-        image = folder / record["image"]
-        maps = (localizer.predict(str(image)).probability, centre_prior(*mask.shape),
-                ela(np.asarray(Image.open(image).convert("RGB"))))
+        rgb = load_image(folder / record["image"])  # decoded once for the model and baselines
+        maps = (localizer.predict(rgb).probability,
+                *(BASELINES[key](rgb) for key in LABELS))
         aucs = tuple(float(roc_auc_score(mask.ravel(), m.ravel())) for m in maps)
         scored.append((aucs, factors(record["parameters"], mask)))
     return scored
