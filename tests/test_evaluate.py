@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -185,3 +186,43 @@ def test_metrics_per_manipulation_kind(tiny_checkpoint, forgeries):
     assert sum(v["images"] for v in kinds.values()) == result.metrics["images"]
     assert kinds["pristine"]["pixel_auc"] is None  # no tampered pixel: no pixel AUC
     assert any("per kind" in str(table.title) for table in render_tables([result]))
+
+
+def test_cli_resave_jpeg_scores_each_dataset_again(tiny_checkpoint, forgeries, tmp_path):
+    """``--resave-jpeg Q``: every dataset scored as it is and again after a JPEG re-save at Q,
+    model and baselines alike, in rows named after the re-save."""
+    command = [sys.executable, "-m", "cflnet_sdk", "evaluate", "--model", str(tiny_checkpoint),
+               "--data", str(forgeries[0]), "--resave-jpeg", "40", "--device", "cpu",
+               "--json", str(tmp_path / "r.json")]
+    done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    resaved = f"{forgeries[0]} (re-saved as JPEG q40)"
+    assert [(r["baseline"], r["data"]) for r in results] == [
+        (False, str(forgeries[0])), (False, resaved),
+        (True, str(forgeries[0])), (True, str(forgeries[0])), (True, resaved), (True, resaved)]
+    assert "re-saved as JPEG q40" in done.stdout
+    original, again = results[0]["metrics"], results[1]["metrics"]
+    assert again["images"] == original["images"] == 8
+    assert again["pixel_auc"] != original["pixel_auc"]  # the model saw other pixels
+    assert results[3]["metrics"]["pixel_auc"] != results[5]["metrics"]["pixel_auc"]  # ELA too
+    refused = subprocess.run([*command[:-2], "--resave-jpeg", "0"], capture_output=True,
+                             text=True, env=tiny_env(), timeout=300)
+    assert refused.returncode == 2 and "--resave-jpeg" in refused.stderr
+
+
+def test_resaved_as_jpeg(tmp_path):
+    from PIL import Image
+
+    from cflnet_sdk.images import load_image
+    from cflnet_sdk.training.evaluate import resaved_as_jpeg
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    data = resaved_as_jpeg(tmp_path / "a.png", 30)
+    assert isinstance(data, bytes) and data[:2] == b"\xff\xd8"
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "JPEG" and image.size == (56, 40)
+    assert not np.array_equal(load_image(data), load_image(tmp_path / "a.png"))
+    (tmp_path / "broken.png").write_bytes(b"not a png")  # left for the reader to report
+    assert resaved_as_jpeg(tmp_path / "broken.png", 30) == tmp_path / "broken.png"

@@ -9,6 +9,7 @@ like the paper's Table 2. torch is not needed unless a backend needs it.
 from __future__ import annotations
 
 import heapq
+import io
 import json
 import time
 from collections import defaultdict
@@ -169,9 +170,35 @@ def _read_mask(record: Record, size: tuple[int, int]) -> np.ndarray:
             else read_mask(record.mask, record.polarity))
 
 
-def evaluate_baselines(data: str | Path, *, data_format: str = "auto") -> BaselineRun:
+def resaved_as_jpeg(image: Path, quality: int) -> bytes | Path:
+    """``image`` re-saved as a JPEG at ``quality``, as sharing a photo online does: the same
+    forgeries after a compression nobody chose for the model. An unreadable file comes back as
+    its path, for the reader to report in its place."""
+    from cflnet_sdk.images import load_image
+
+    try:
+        rgb = load_image(image)
+    except CFLNetError:
+        return image
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def data_label(data: str | Path, jpeg_quality: int | None = None) -> str:
+    """How results name a dataset, and the re-save it was scored after, if any."""
+    return str(data) if jpeg_quality is None else f"{data} (re-saved as JPEG q{jpeg_quality})"
+
+
+def _source(image: Path, jpeg_quality: int | None) -> bytes | Path:
+    return image if jpeg_quality is None else resaved_as_jpeg(image, jpeg_quality)
+
+
+def evaluate_baselines(data: str | Path, *, data_format: str = "auto",
+                       jpeg_quality: int | None = None) -> BaselineRun:
     """Score every map of ``cflnet_sdk.training.baselines`` on ``data`` as a model is scored:
-    at the image's own size against its original mask, single-class masks skipped and counted."""
+    at the image's own size against its original mask, single-class masks skipped and counted.
+    ``jpeg_quality``: score each image re-saved as a JPEG at that quality."""
     from cflnet_sdk.images import load_image
     from cflnet_sdk.training.data.readers import open_dataset
 
@@ -182,7 +209,7 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto") -> Baseli
     aucs: dict[str, dict[str, float]] = {}
     for record in dataset:
         try:
-            rgb = load_image(record.image)
+            rgb = load_image(_source(record.image, jpeg_quality))
             mask = _read_mask(record, rgb.shape[:2])
             image: dict[str, float | None] = {}
             for key, baseline in BASELINES.items():
@@ -201,7 +228,8 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto") -> Baseli
         metrics = accumulator.compute() | {"skipped_unreadable": unreadable}
         if kinds := tally.by_kind():
             metrics["by_kind"] = kinds
-        evaluations.append(Evaluation(LABELS[key], str(data), "training-free", "cpu",
+        evaluations.append(Evaluation(LABELS[key], data_label(data, jpeg_quality),
+                                      "training-free", "cpu",
                                       seconds[key], metrics, accumulator, baseline=True))
     return BaselineRun(evaluations, aucs)
 
@@ -209,21 +237,22 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto") -> Baseli
 def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
              device: str = "auto", data_format: str = "auto", batch_size: int = 8,
              examples: int = 0, baselines: BaselineRun | None = None,
-             mode: str | None = None,
+             mode: str | None = None, jpeg_quality: int | None = None,
              each: Callable[[Record, Prediction], None] | None = None) -> Evaluation:
     """Predict every image of ``data`` with ``model`` and score it against its mask.
 
     Beside the model's metrics, overall and per kind: each training-free baseline's mean AUC on
     the same images and the share of images the model beats it on (``Comparison``).
     ``baselines`` (``evaluate_baselines`` of the same data) is computed here when not given.
-    ``mode`` ("resize" or "tile") overrides the model's contract. ``each`` sees every scored
+    ``mode`` ("resize" or "tile") overrides the model's contract. ``jpeg_quality``: score each
+    image re-saved as a JPEG at that quality (``resaved_as_jpeg``). ``each`` sees every scored
     image's prediction, for comparisons between models that no single model's metrics hold.
     """
     from cflnet_sdk.localizer import Localizer
     from cflnet_sdk.training.data.readers import open_dataset
 
     if baselines is None:
-        baselines = evaluate_baselines(data, data_format=data_format)
+        baselines = evaluate_baselines(data, data_format=data_format, jpeg_quality=jpeg_quality)
     dataset = open_dataset(data, format=data_format, on_error="skip")
     start = time.perf_counter()
     unreadable = len(dataset.problems)
@@ -232,8 +261,8 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
     with Localizer(model, backend=backend, device=device,
                    mode=mode) as localizer:  # type: ignore[arg-type]
         tally = KindMetrics(localizer.threshold)
-        results = localizer.predict_iter([str(r.image) for r in dataset], batch_size,
-                                         errors="return")
+        results = localizer.predict_iter((_source(r.image, jpeg_quality) for r in dataset),
+                                         batch_size, errors="return")
         for record, result in zip(dataset, results, strict=True):
             try:
                 if isinstance(result, CFLNetError):
@@ -256,8 +285,8 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
     if kinds := tally.by_kind():
         metrics["by_kind"] = {kind: values | comparisons[kind].compute()
                               for kind, values in kinds.items()}
-    return Evaluation(str(model), str(data), name, used, time.perf_counter() - start, metrics,
-                      accumulator, keeper)
+    return Evaluation(str(model), data_label(data, jpeg_quality), name, used,
+                      time.perf_counter() - start, metrics, accumulator, keeper)
 
 
 def write_json(evaluations: list[Evaluation], path: str | Path) -> None:

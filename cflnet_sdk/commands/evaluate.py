@@ -28,6 +28,10 @@ def evaluate(
                                  "draw per model and dataset with --plots."),
     baselines_only: bool = typer.Option(False, "--baselines-only", help="Score only the "
                                         "training-free baselines (centre prior, ELA); no model."),
+    resave_jpeg: list[int] | None = typer.Option(None, "--resave-jpeg", min=1, max=100,
+                                                 help="Also score every dataset re-saved as "
+                                                 "JPEG at this quality, as sharing a photo "
+                                                 "does; repeat for several."),
 ) -> None:
     """Evaluate through Localizer (the runtime's preprocessing) with the paper's metrics.
 
@@ -35,37 +39,43 @@ def evaluate(
     AUC, F1/IoU at 0.5 and at the best threshold, image AUC and skipped counts follow. Every
     dataset is also scored by two training-free maps (centre prior, ELA), rows of their own,
     and each model is shown against them: their AUC and the share of images it beats them on.
+    With --resave-jpeg each dataset is scored again after that re-save, rows of its own.
     """
     from rich.console import Console
 
     from cflnet_sdk.default_model import require_default_model
     from cflnet_sdk.errors import ConfigError
-    from cflnet_sdk.training.evaluate import evaluate as run
     from cflnet_sdk.training.evaluate import (
+        data_label,
         evaluate_baselines,
         render_tables,
         write_json,
         write_plots,
     )
+    from cflnet_sdk.training.evaluate import evaluate as run
 
     if baselines_only and model:
         raise ConfigError("--baselines-only scores no model: drop --model, or drop "
                           "--baselines-only (models are always shown beside the baselines)")
     console = Console()
     models = [] if baselines_only else model or [require_default_model()]
+    sets = [(path, quality) for path in data for quality in [None, *(resave_jpeg or [])]]
     baselines = {}
-    for data_path in data:  # once per dataset, whatever the number of models
-        found = baselines[data_path] = evaluate_baselines(data_path, data_format=data_format)
-        console.print(f"baselines on {data_path}: {found.evaluations[0].metrics['images']} "
-                      f"images, {sum(e.seconds for e in found.evaluations):.1f} s")
+    for data_path, quality in sets:  # once per dataset, whatever the number of models
+        found = baselines[data_path, quality] = evaluate_baselines(
+            data_path, data_format=data_format, jpeg_quality=quality)
+        console.print(f"baselines on {data_label(data_path, quality)}: "
+                      f"{found.evaluations[0].metrics['images']} images, "
+                      f"{sum(e.seconds for e in found.evaluations):.1f} s")
     evaluations = []
     for model_path in models:
-        for data_path in data:
+        for data_path, quality in sets:
             result = run(model_path, data_path, backend=backend, device=device,
                          data_format=data_format, batch_size=batch_size,
-                         examples=examples if plots else 0, baselines=baselines[data_path],
-                         mode=mode)
-            console.print(f"{model_path.name} on {data_path}: {result.metrics['images']} "
+                         examples=examples if plots else 0,
+                         baselines=baselines[data_path, quality], mode=mode,
+                         jpeg_quality=quality)
+            console.print(f"{model_path.name} on {result.data}: {result.metrics['images']} "
                           f"images, {result.backend} on {result.device}, "
                           f"{result.seconds:.1f} s")
             evaluations.append(result)
