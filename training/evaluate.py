@@ -229,8 +229,8 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto",
         if kinds := tally.by_kind():
             metrics["by_kind"] = kinds
         evaluations.append(Evaluation(LABELS[key], data_label(data, jpeg_quality),
-                                      "training-free", "cpu",
-                                      seconds[key], metrics, accumulator, baseline=True))
+                                      "training-free", "cpu", seconds[key], metrics,
+                                      accumulator, baseline=True))
     return BaselineRun(evaluations, aucs)
 
 
