@@ -69,10 +69,29 @@ def test_flags_win_over_the_file(tmp_path):
 @pytest.mark.parametrize("bad, words", [
     ({"batch_size": 1}, "batch_size 1"), ({"size": 100}, "multiple of 32"),
     ({"precision": "fp8"}, "precision"), ({"synthetic": True, "data": "x"}, "not both"),
-    ({"ema_decay": 1.0}, "ema_decay 1.0 must be in")])
+    ({"ema_decay": 1.0}, "ema_decay 1.0 must be in"),
+    ({"synth_save_jpeg": 1.5}, "synth_save_jpeg 1.5 must be in")])
 def test_invalid_settings_say_what_to_do(bad, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("share, saved", [(None, None), (1.0, 6), (0.0, 0)])
+def test_synth_save_jpeg_sets_how_many_samples_end_as_jpeg(share, saved):
+    """``--synth-save-jpeg``: the share of training and validation samples saved as JPEG at
+    the end; unset, the tile-mode recipe's."""
+    from cflnet_sdk.training.data.synth import NATIVE_RECIPE
+    from cflnet_sdk.training.train_data import synthetic_sources
+
+    config = TrainConfig(synthetic=True, mode="tile", size=64, batch_size=2, steps_per_epoch=3,
+                         epochs=1, val_samples=6, synth_save_jpeg=share)
+    sources = synthetic_sources(config, world=1)
+    expected = NATIVE_RECIPE["save_jpeg_rate"] if share is None else share
+    assert sources.train.config.save_jpeg_rate == sources.val.config.save_jpeg_rate == expected
+    finals = [any(step["op"] == "save-jpeg" for step in sample.params.get("post", []))
+              for sample in sources.train]
+    if saved is not None:
+        assert sum(finals) == saved == len(finals) * share
 
 
 def test_unknown_setting_in_file(tmp_path):
@@ -253,10 +272,12 @@ def test_cli_train_tile_mode_with_error_levels_writes_that_contract(tmp_path):
                str(photos), "--mode", "tile", "--ela", "90", "--backbone", "resnet18",
                "--aspp-channels", "16", "--embedding-dim", "8", "--size", "64", "--epochs", "1",
                "--steps-per-epoch", "2", "--batch-size", "2", "--val-samples", "2",
-               "--workers", "0", "--device", "cpu", "--out", str(run)]
+               "--synth-save-jpeg", "0.8", "--workers", "0", "--device", "cpu",
+               "--out", str(run)]
     done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "native crops" in done.stdout and "held-out photos" in done.stdout
+    assert "synth_save_jpeg: 0.8" in (run / "config.yaml").read_text()  # resumes with it
     from cflnet_sdk.training.checkpoint import read_checkpoint
 
     tensors, config, contract = read_checkpoint(run / "last.safetensors")

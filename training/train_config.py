@@ -60,6 +60,8 @@ class TrainConfig:
     steps_per_epoch: int = 100
     val_samples: int = 64
     synth_kinds: tuple[str, ...] = ("splice", "copy-move", "removal", "enhance")
+    # share of synthetic samples saved as JPEG at the end; None: the recipe's (tile mode 0.5)
+    synth_save_jpeg: float | None = None
     sources: tuple[str, ...] = ()  # photo folders for synthetic data; () = packaged photos
     # speed
     workers: int = 2
@@ -94,6 +96,8 @@ class TrainConfig:
             problems.append("workers, save_every, max_steps and val_samples must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"ema_decay {self.ema_decay} must be in [0, 1) (0: off)")
+        if self.synth_save_jpeg is not None and not 0.0 <= self.synth_save_jpeg <= 1.0:
+            problems.append(f"synth_save_jpeg {self.synth_save_jpeg} must be in [0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction {self.val_fraction} must be in [0, 1)")
         if len(self.class_weights) != 2:

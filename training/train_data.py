@@ -80,7 +80,8 @@ class DataSources:
 def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
     """Fresh synthetic forgeries of the training photos; validation from held-out photos.
 
-    A tile-mode model learns from native crops (``synth.NATIVE_RECIPE``).
+    A tile-mode model learns from native crops (``synth.NATIVE_RECIPE``); ``synth_save_jpeg``
+    changes how many samples end as JPEG files, as the images a deployment meets may.
     """
     from dataclasses import replace
 
@@ -88,9 +89,12 @@ def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
 
     block = config.steps_per_epoch * config.batch_size * world
     native = config.mode == "tile"
+    settings = dict(NATIVE_RECIPE if native else {})
+    if config.synth_save_jpeg is not None:
+        settings["save_jpeg_rate"] = config.synth_save_jpeg
     recipe = SynthConfig(seed=config.seed, height=config.size, width=config.size,
                          kinds=tuple(config.synth_kinds), sources=tuple(config.sources),
-                         split="train", **(NATIVE_RECIPE if native else {}))
+                         split="train", **settings)
     held_out = replace(recipe, seed=config.seed + VAL_SEED_OFFSET, split="held-out")
     val = SynthDataset(held_out, length=config.val_samples) if config.val_samples else None
     photos = ", ".join(config.sources) or "packaged photos"

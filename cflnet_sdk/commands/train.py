@@ -35,6 +35,10 @@ def train(
                                            "validation samples (another seed) (default 64)."),
     synth_kinds: str | None = typer.Option(None, "--synth-kinds", help="Synthetic: comma-"
                                            "separated splice,copy-move,removal,enhance."),
+    synth_save_jpeg: float | None = typer.Option(None, "--synth-save-jpeg", min=0.0, max=1.0,
+                                                 help="Synthetic: share of samples saved as "
+                                                 "JPEG at the end (default: 0.5 in tile mode, "
+                                                 "0 in resize mode)."),
     sources: list[Path] | None = typer.Option(None, "--sources", help="Synthetic: folder of "
                                               "photos to forge (repeat; default: packaged "
                                               "photos). One in ten is held out for validation."),
@@ -104,7 +108,7 @@ def train(
     flags = {
         "data": data, "val": val, "data_format": data_format, "val_fraction": val_fraction,
         "synthetic": synthetic, "steps_per_epoch": steps_per_epoch, "val_samples": val_samples,
-        "synth_kinds": _kinds(synth_kinds),
+        "synth_kinds": _kinds(synth_kinds), "synth_save_jpeg": synth_save_jpeg,
         "sources": tuple(str(p) for p in sources) if sources else None, "mode": mode,
         "ela_qualities": _qualities(ela), "srm": False if no_srm else None,
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
