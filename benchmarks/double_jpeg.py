@@ -17,17 +17,15 @@ SYNTHETIC_SET is a folder written by `cflnet synth` (its manifest holds each sam
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from scipy.fft import dctn
 from sklearn.metrics import roc_auc_score
+from synthetic_factors import edited_samples  # run as `python benchmarks/double_jpeg.py`
 
 from cflnet_sdk import Localizer
-from cflnet_sdk.images import load_image
-from cflnet_sdk.training.data.readers import read_mask
 
 FREQUENCIES = sorted(((u, v) for u in range(8) for v in range(8)),  # zig-zag order, AC 1-20
                      key=lambda f: (f[0] + f[1], f[1] if (f[0] + f[1]) % 2 else f[0]))[1:21]
@@ -121,21 +119,14 @@ def main() -> None:
     localizer = Localizer(args.model) if args.model else Localizer()
     columns = ["model", "double JPEG", *(f"fused {w:g}" for w in weights)]
     groups: dict[str, list[list[float]]] = defaultdict(list)
-    for line in (args.data / "manifest.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if not record.get("mask"):
-            continue  # pristine
-        mask = read_mask(args.data / record["mask"])
-        if mask.all() or not mask.any():
-            continue
-        rgb = load_image(args.data / record["image"])
+    for rgb, mask, parameters in edited_samples(args.data):
         probability = np.clip(localizer.predict(rgb).probability, 1e-4, 1 - 1e-4)
         logit = np.log(probability / (1 - probability))
         evidence = np.clip(double_jpeg_map(rgb), -20, 20)
         maps = [probability, evidence, *(logit + w * evidence for w in weights)]
         aucs = [float(roc_auc_score(mask.ravel(), m.ravel())) for m in maps]
         groups["all"].append(aucs)
-        groups[group_of(record["parameters"])].append(aucs)
+        groups[group_of(parameters)].append(aucs)
     print(f"{'':>30}  {'images':>6}  " + "  ".join(f"{c:>11}" for c in columns))
     for name, rows in sorted(groups.items()):
         print(f"{name:>30}  {len(rows):6d}  "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,9 @@ def factors(parameters: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
             "edited area": "< 2%" if area < 0.02 else "2-10%" if area < 0.1 else "> 10%"}
 
 
-def image_aucs(localizer: Localizer, folder: Path,
-               ) -> list[tuple[tuple[float, ...], dict[str, str]]]:
-    """(AUCs of MAPS, factors) of every edited sample whose mask has both classes."""
-    scored = []
+def edited_samples(folder: Path) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
+    """(RGB, mask, parameters) of every edited sample of a `cflnet synth` set whose mask has
+    both classes (pristine samples and single-class masks have no pixel AUC)."""
     for line in (folder / "manifest.jsonl").read_text().splitlines():
         record = json.loads(line)
         if not record.get("mask"):
@@ -50,11 +49,18 @@ def image_aucs(localizer: Localizer, folder: Path,
         mask = read_mask(folder / record["mask"])
         if mask.all() or not mask.any():
             continue
-        rgb = load_image(folder / record["image"])  # decoded once for the model and baselines
+        yield load_image(folder / record["image"]), mask, record["parameters"]
+
+
+def image_aucs(localizer: Localizer, folder: Path,
+               ) -> list[tuple[tuple[float, ...], dict[str, str]]]:
+    """(AUCs of MAPS, factors) of every edited sample whose mask has both classes."""
+    scored = []
+    for rgb, mask, parameters in edited_samples(folder):  # decoded once for all maps
         maps = (localizer.predict(rgb).probability,
                 *(BASELINES[key](rgb) for key in LABELS))
         aucs = tuple(float(roc_auc_score(mask.ravel(), m.ravel())) for m in maps)
-        scored.append((aucs, factors(record["parameters"], mask)))
+        scored.append((aucs, factors(parameters, mask)))
     return scored
 
 
