@@ -103,6 +103,7 @@ def train(
                                          help="Progress bar on a terminal."),
 ) -> None:
     """Train CFL-Net (defaults: the paper's recipe) and write a run directory."""
+    from cflnet_sdk.default_model import named_checkpoint
     from cflnet_sdk.training import train_config
 
     flags = {
@@ -113,7 +114,7 @@ def train(
         "ela_qualities": _qualities(ela), "srm": False if no_srm else None,
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
         "pretrained_backbone": None if pretrained_backbone is None else str(pretrained_backbone),
-        "init": _init_checkpoint(init),
+        "init": None if init is None else named_checkpoint(init),  # "default": shipped
         "backbone": backbone, "aspp_channels": aspp_channels, "embedding_dim": embedding_dim,
         "size": size, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "lr_step_epochs": lr_step_epochs, "lr_gamma": lr_gamma, "ema_decay": ema_decay,
@@ -156,10 +157,3 @@ def _qualities(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a comma-separated list of JPEG qualities",
                                  param_hint="--ela") from None
-
-
-def _init_checkpoint(value: str | None) -> str | None:
-    """``--init default`` names the shipped model's checkpoint by its installed path."""
-    from cflnet_sdk.default_model import named_checkpoint
-
-    return None if value is None else named_checkpoint(value)
