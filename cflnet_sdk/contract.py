@@ -20,7 +20,7 @@ from cflnet_sdk.errors import ConfigError, ModelFileError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3  # 3: the image-level decision; 1 and 2 read with its default
 # Residual grey levels (summed over R, G, B) that an error-level channel maps to 1.0.
 ELA_SCALE = 32.0
 
@@ -45,6 +45,12 @@ class Contract:
     the image is first downscaled). ``ela_qualities`` adds one input channel per JPEG quality
     after the three colour channels: the error level of the whole image at that quality
     (:func:`error_level`), a compression-history cue the paper's network does not have.
+
+    ``threshold`` cuts the probability map into the mask; ``decision_threshold`` is the
+    image-level operating point: ``score >= decision_threshold`` is the verdict ``tampered``
+    (None: ``threshold``, as models before contract version 3 decided). ``false_alarm_rate``
+    records the share of unedited photos it was chosen to call tampered, so a user knows what
+    the verdict costs.
     """
 
     height: int = 256
@@ -58,6 +64,8 @@ class Contract:
     tile_overlap: int | None = None  # None: a quarter of the smaller side, a multiple of 8
     max_pixels: int = 0  # tile mode: downscale larger images to this many pixels; 0 = never
     ela_qualities: tuple[int, ...] = ()
+    decision_threshold: float | None = None
+    false_alarm_rate: float | None = None
     version: int = field(default=CONTRACT_VERSION)
 
     def __post_init__(self) -> None:
@@ -72,8 +80,10 @@ class Contract:
             problems.append("mean and std need three values each, std > 0")
         if self.resize not in ("bilinear", "bilinear-cv2"):
             problems.append(f"resize {self.resize!r} is not 'bilinear' or 'bilinear-cv2'")
-        if not 0.0 <= self.threshold <= 1.0:
-            problems.append(f"threshold {self.threshold} is outside [0, 1]")
+        for name in ("threshold", "decision_threshold", "false_alarm_rate"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                problems.append(f"{name} {value} is outside [0, 1]")
         if self.mode not in ("resize", "tile"):
             problems.append(f"mode {self.mode!r} is not 'resize' or 'tile'")
         # The overlap only matters in tile mode, so only there is it held to the tile size.
@@ -98,6 +108,11 @@ class Contract:
     def authors(cls, size: int = 224) -> Contract:
         """The contract of the authors' released checkpoint: BGR pixels, OpenCV resize."""
         return cls(height=size, width=size, channel_order="BGR", resize="bilinear-cv2")
+
+    @property
+    def decision(self) -> float:
+        """The image-level operating point on ``Prediction.score``."""
+        return self.threshold if self.decision_threshold is None else self.decision_threshold
 
     @property
     def size(self) -> tuple[int, int]:
@@ -126,13 +141,14 @@ class Contract:
 
     @classmethod
     def from_json(cls, text: str) -> Contract:
-        """Read a contract written by this or an earlier version (version 1 had resize only)."""
+        """Read a contract written by this or an earlier version (fewer fields, same meaning:
+        version 1 had resize mode only, version 2 no image-level decision)."""
         try:
             data: dict[str, Any] = json.loads(text)
             for key in ("mean", "std", "ela_qualities"):
                 if key in data:
                     data[key] = tuple(data[key])
-            if data.get("version") == 1:  # same meaning, fewer fields: their defaults apply
+            if data.get("version") in (1, 2):  # same meaning, fewer fields: defaults apply
                 data["version"] = CONTRACT_VERSION
             return cls(**data)
         except ConfigError:

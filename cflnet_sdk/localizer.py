@@ -72,7 +72,9 @@ class Localizer:
 
     ``backend`` is "auto" (from the suffix: .safetensors -> torch, .onnx -> onnxruntime,
     .engine/.plan -> tensorrt) or a backend name; ``device`` is "auto", "cpu", "cuda" or
-    "cuda:N"; ``threshold`` defaults to the contract's; ``contract`` overrides the file's
+    "cuda:N"; ``threshold`` (the mask's cut of the probability map) and
+    ``decision_threshold`` (the image-level verdict's cut of the score) default to the
+    contract's; ``contract`` overrides the file's
     (needed for raw TensorRT plans). ``mode`` is "resize" (the whole image resized to the
     model size: fast, the paper's) or "tile" (the image's own pixels in model-size tiles: keeps
     the traces resizing destroys); None takes the contract's. In tile mode at most
@@ -82,8 +84,9 @@ class Localizer:
 
     def __init__(self, path: str | Path | None = None, backend: str = "auto",
                  device: str = "auto", threshold: float | None = None, *,
-                 mode: Mode | None = None, contract: Contract | None = None,
-                 workers: int | None = None, tile_batch: int = TILE_BATCH) -> None:
+                 decision_threshold: float | None = None, mode: Mode | None = None,
+                 contract: Contract | None = None, workers: int | None = None,
+                 tile_batch: int = TILE_BATCH) -> None:
         from cflnet_sdk.default_model import require_default_model
         from cflnet_sdk.runtime.base import cpu_count, open_backend
 
@@ -94,8 +97,12 @@ class Localizer:
         self._contract = self.backend.contract if mode is None else \
             replace(self.backend.contract, mode=mode)
         self.threshold = self.contract.threshold if threshold is None else float(threshold)
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold {threshold} is outside [0, 1]")
+        self.decision_threshold = self.contract.decision if decision_threshold is None \
+            else float(decision_threshold)
+        for name, value in (("threshold", self.threshold),
+                            ("decision_threshold", self.decision_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} {value} is outside [0, 1]")
         self.tile_batch = tile_batch
         self._lock = None if self.backend.thread_safe else threading.Lock()
         self._workers = workers or min(8, cpu_count())
@@ -230,7 +237,8 @@ class Localizer:
         """The collected model outputs -> Prediction at the original size."""
         probability, score = prepared.inputs.result()
         return Prediction(probability=probability, score=score, threshold=self.threshold,
-                          image=prepared.rgb, source=prepared.source)
+                          image=prepared.rgb, source=prepared.source,
+                          decision_threshold=self.decision_threshold)
 
     def close(self) -> None:
         """Release the backend's device memory now instead of at garbage collection."""

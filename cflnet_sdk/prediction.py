@@ -30,10 +30,15 @@ class Prediction:
     """Where an image was likely tampered with.
 
     ``probability``: float32 HxW in [0, 1] at the original image size (after EXIF rotation),
-    the tampered-class probability per pixel. ``mask``: ``probability >= threshold``.
+    the tampered-class probability per pixel, whatever the verdict.
     ``score``: the image-level tamper score, the mean of the top 1% of pixel probabilities
-    of the model-resolution map (so it does not depend on the image's size and a few noisy
-    pixels cannot set it off); ``score >= threshold`` is the image-level decision (``tampered``).
+    (so a few noisy pixels cannot set it off and a small forgery still counts). It is a score,
+    not a calibrated probability: its meaning is the operating point ``decision_threshold``
+    (the model contract's, chosen for a stated share of false alarms on unedited photos,
+    ``Localizer.contract.false_alarm_rate``). ``tampered``: ``score >= decision_threshold``,
+    the image-level verdict. ``mask``: the pixels of that verdict, ``probability >=
+    threshold`` on an image called tampered and empty on one that is not, so the mask never
+    shows regions in a photo the verdict calls untouched.
     ``image``: the decoded HxWx3 uint8 RGB input, kept for :meth:`overlay`.
     """
 
@@ -42,14 +47,22 @@ class Prediction:
     threshold: float
     image: np.ndarray | None = field(default=None, repr=False)
     source: str | None = None
+    decision_threshold: float | None = None  # None: ``threshold`` (models before the decision)
 
     @cached_property
     def mask(self) -> np.ndarray:
+        if not self.tampered:
+            return np.zeros(self.probability.shape, dtype=bool)
         return self.probability >= self.threshold
 
     @property
+    def decision(self) -> float:
+        """The image-level operating point ``score`` is held to."""
+        return self.threshold if self.decision_threshold is None else self.decision_threshold
+
+    @property
     def tampered(self) -> bool:
-        return self.score >= self.threshold
+        return self.score >= self.decision
 
     @property
     def size(self) -> tuple[int, int]:
@@ -74,7 +87,7 @@ class Prediction:
         height, width = self.size
         return {"source": self.source, "width": width, "height": height,
                 "score": round(self.score, 6), "tampered": self.tampered,
-                "threshold": self.threshold,
+                "decision_threshold": self.decision, "threshold": self.threshold,
                 "tampered_fraction": round(float(self.mask.mean()), 6)}
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cflnet_sdk.contract import ELA_SCALE, IMAGENET_MEAN, IMAGENET_STD, Contract, error_level
+from cflnet_sdk.contract import (
+    CONTRACT_VERSION,
+    ELA_SCALE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Contract,
+    error_level,
+)
 from cflnet_sdk.errors import ConfigError
 from tests.conftest import photo_array
 
@@ -79,9 +86,18 @@ def test_version_1_contracts_still_load_as_resize_mode():
            '"std": [0.229, 0.224, 0.225], "threshold": 0.5, "version": 1}')
     contract = Contract.from_json(old)
     assert contract == Contract(height=128, width=128) and contract.mode == "resize"
-    assert contract.channels == 3 and contract.version == 2
+    assert contract.channels == 3 and contract.version == CONTRACT_VERSION == 3
+    assert contract.decision == contract.threshold  # no decision of its own: the threshold
     with pytest.raises(ConfigError, match="upgrade cflnet-sdk"):
-        Contract.from_json(old.replace('"version": 1', '"version": 3'))
+        Contract.from_json(old.replace('"version": 1', '"version": 4'))
+
+
+def test_the_decision_travels_and_is_checked():
+    contract = Contract(decision_threshold=0.83, false_alarm_rate=0.05)
+    assert Contract.from_json(contract.to_json()) == contract and contract.decision == 0.83
+    for field in ("decision_threshold", "false_alarm_rate"):
+        with pytest.raises(ConfigError, match=f"{field} 1.5 is outside"):
+            Contract(**{field: 1.5})
 
 
 def test_tile_and_error_level_fields_round_trip_and_are_checked():

@@ -182,6 +182,20 @@ def test_overlay_contour_outlines_the_region():
     assert pred.to_dict()["tampered_fraction"] == pytest.approx(100 / 600, abs=1e-6)
 
 
+def test_the_verdict_holds_the_score_to_the_decision_and_the_mask_follows_it():
+    probability = np.zeros((20, 30), np.float32)
+    probability[5:15, 10:20] = 0.7
+    called = Prediction(probability=probability, score=0.7, threshold=0.5, decision_threshold=0.6)
+    assert called.tampered and called.mask.sum() == 100
+    untouched = Prediction(probability=probability, score=0.7, threshold=0.5,
+                           decision_threshold=0.8)
+    assert not untouched.tampered and not untouched.mask.any()  # no region in a clean verdict
+    assert untouched.probability.max() == pytest.approx(0.7)  # the map itself is kept
+    assert untouched.to_dict()["decision_threshold"] == 0.8
+    legacy = Prediction(probability=probability, score=0.7, threshold=0.5)
+    assert legacy.decision == 0.5 and legacy.tampered  # older models: the mask threshold
+
+
 def test_image_score_is_the_mean_of_the_top_percent():
     probability = np.zeros((100, 100), np.float32)
     probability.flat[:100] = 0.8  # exactly 1% of the pixels

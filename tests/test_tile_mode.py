@@ -135,7 +135,7 @@ def test_a_version_1_model_file_loads_and_runs_in_either_mode(version_1_onnx):
     check_prediction(Localizer(version_1_onnx).predict(photo_of(200, 301)), (200, 301))
     localizer = Localizer(version_1_onnx, mode="tile")
     contract = localizer.contract
-    assert (contract.version, contract.mode, contract.tile_overlap) == (2, "tile", 16)
+    assert (contract.version, contract.mode, contract.tile_overlap) == (3, "tile", 16)
     check_prediction(localizer.predict(photo_of(200, 301)), (200, 301))
 
 

@@ -132,6 +132,10 @@ def predict(
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per model call."),
     threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                            help="Mask threshold (default: the model's)."),
+    decision_threshold: float | None = typer.Option(
+        None, "--decision-threshold", min=0.0, max=1.0,
+        help="Image-level verdict: tampered when the score reaches it (default: the model's "
+             "operating point)."),
     save: str = typer.Option("mask,overlay,json", "--save",
                              help="Outputs: any of mask,overlay,prob,json."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
@@ -150,7 +154,7 @@ def predict(
     for problem in problems:
         typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
     localizer = Localizer(model, backend=backend, device=device, threshold=threshold,
-                          mode=mode)  # type: ignore[arg-type]
+                          decision_threshold=decision_threshold, mode=mode)  # type: ignore[arg-type]
     typer.echo(f"{localizer.backend_name} on {localizer.device} "
                f"({', '.join(localizer.providers)}), {localizer.mode} mode: {len(files)} "
                f"image(s) -> {out}", err=True)

@@ -3,9 +3,10 @@ out. ``cflnet serve``, an exported Python-backend model and the steps of an expo
 call these functions, so every way of serving gives the answer ``Localizer.predict`` gives.
 
 Tensors (per request): ``image_bytes`` BYTES [1], the file as the client has it (JPEG, PNG ...);
-``probability`` FP32 [H, W] at the image's own size, or ``mask_png`` BYTES [1] (a PNG of the
-thresholded mask) when the model is served with output "mask"; ``score`` FP32 [1], the image
-score; ``size`` INT32 [2], the image's height and width.
+``probability`` FP32 [H, W] at the image's own size, or ``mask_png`` BYTES [1] (a PNG of
+``Prediction.mask``: empty when the score is below the contract's decision threshold) when the
+model is served with output "mask"; ``score`` FP32 [1], the image score; ``size`` INT32 [2], the
+image's height and width.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import CFLNetError, ConfigError, ImageError
 from cflnet_sdk.images import load_image
 from cflnet_sdk.localizer import Localizer, ResizedImage, ResizedOutput
+from cflnet_sdk.prediction import Prediction
 from cflnet_sdk.tiling import TileCanvas, TiledImage
 
 INPUT = "image_bytes"
@@ -69,14 +71,15 @@ def check_size(payload: bytes, max_pixels: int = MAX_PIXELS) -> None:
                          "the server with a larger --max-pixels")
 
 
-def encode(probability: np.ndarray, score: float, threshold: float, output: Output) -> Answer:
+def encode(prediction: Prediction, output: Output) -> Answer:
     """One request's output tensors (without a batch dimension)."""
+    probability = prediction.probability
     first = {PROBABILITY: probability.astype(np.float32, copy=False)}
     if output == "mask":
         buffer = io.BytesIO()
-        Image.fromarray(probability >= threshold).save(buffer, format="PNG")
+        Image.fromarray(prediction.mask).save(buffer, format="PNG")
         first = {MASK_PNG: np.array([buffer.getvalue()], dtype=object)}
-    return {**first, SCORE: np.array([score], dtype=np.float32),
+    return {**first, SCORE: np.array([prediction.score], dtype=np.float32),
             SIZE: np.array(probability.shape, dtype=np.int32)}
 
 
@@ -97,7 +100,7 @@ def answer(localizer: Localizer, payloads: list[bytes], output: Output,
     for item in checked:
         result = item if isinstance(item, CFLNetError) else next(results)
         answers.append(result if isinstance(result, CFLNetError) else
-                       encode(result.probability, result.score, localizer.threshold, output))
+                       encode(result, output))
     return answers
 
 

@@ -21,6 +21,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402  (exists inside Tri
 
 from cflnet_sdk.contract import Contract  # noqa: E402
 from cflnet_sdk.errors import CFLNetError  # noqa: E402
+from cflnet_sdk.prediction import Prediction  # noqa: E402
 from cflnet_sdk.serving import pipeline  # noqa: E402
 
 
@@ -101,8 +102,9 @@ class TritonPythonModel:
         outputs = pb_utils.get_input_tensor_by_name(request, pipeline.MODEL_OUTPUT).as_numpy()
         size = pb_utils.get_input_tensor_by_name(request, pipeline.SIZE).as_numpy()
         probability, score = pipeline.assemble(outputs, size, self.contract)
-        return _tensors(pipeline.encode(probability, score, self.contract.threshold,
-                                        self.output), False)
+        verdict = Prediction(probability, score, self.contract.threshold,
+                             decision_threshold=self.contract.decision)
+        return _tensors(pipeline.encode(verdict, self.output), False)
 
     def finalize(self) -> None:
         localizer = getattr(self, "localizer", None)
