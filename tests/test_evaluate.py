@@ -226,3 +226,48 @@ def test_resaved_as_jpeg(tmp_path):
     assert not np.array_equal(load_image(data), load_image(tmp_path / "a.png"))
     (tmp_path / "broken.png").write_bytes(b"not a png")  # left for the reader to report
     assert resaved_as_jpeg(tmp_path / "broken.png", 30) == tmp_path / "broken.png"
+
+
+def test_cli_detection_of_forged_among_unedited_photos(tiny_checkpoint, forgeries, tmp_path):
+    """Unedited photos (``"mask": null``) in their own dataset: each forged set is detected
+    against each set's unedited photos at the model's decision, baselines beside it, per re-save;
+    the numbers are those of the scores themselves."""
+    from PIL import Image
+
+    from cflnet_sdk.training.metrics import detection
+
+    unedited = tmp_path / "unedited"
+    unedited.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (60, 84, 3), dtype=np.uint8)).save(
+            unedited / f"u{i}.jpg", quality=90)
+    (unedited / "manifest.jsonl").write_text("".join(
+        json.dumps({"image": f"u{i}.jpg", "mask": None, "kind": "authentic"}) + "\n"
+        for i in range(6)))
+    command = [sys.executable, "-m", "cflnet_sdk", "evaluate", "--model", str(tiny_checkpoint),
+               "--data", str(forgeries[1]), "--data", str(unedited), "--resave-jpeg", "75",
+               "--device", "cpu", "--json", str(tmp_path / "r.json")]
+    done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Image-level detection" in done.stdout
+    document = json.loads((tmp_path / "r.json").read_text())
+    rows = document["detection"]
+    pairs = {(r["model"], r["forged"], r["unedited"]) for r in rows}
+    model, resaved = str(tiny_checkpoint), f"{unedited} (re-saved as JPEG q75)"
+    assert (model, str(forgeries[1]), str(unedited)) in pairs
+    assert (model, f"{forgeries[1]} (re-saved as JPEG q75)", resaved) in pairs
+    assert ("ELA", str(forgeries[1]), str(unedited)) in pairs
+    assert not any(r["forged"] == str(forgeries[1]) and r["unedited"] == resaved for r in rows)
+    results = {(r["model"], r["data"]): r["metrics"] for r in document["results"]}
+    alone = results[model, str(unedited)]
+    assert alone["unedited_images"] == 6 and alone["false_alarm_rate"] is not None
+    assert alone["unedited_mask_fraction"] is not None and alone["pixel_auc"] is None
+    row = next(r for r in rows if (r["model"], r["forged"], r["unedited"]) ==
+               (model, str(forgeries[1]), str(unedited)))
+    assert row["false_alarm_rate"] == alone["false_alarm_rate"]
+    assert row["unedited_images"] == 6 and row["forged_images"] == results[
+        model, str(forgeries[1])]["tampered_images"]
+    ela_row = next(r for r in rows if r["model"] == "ELA" and r["unedited"] == str(unedited))
+    assert ela_row["false_alarm_rate"] is None and ela_row["detection_auc"] is not None
+    assert set(detection([1.0], [0.0])) <= set(row)

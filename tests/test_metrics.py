@@ -122,3 +122,41 @@ def test_metrics_module_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_false_alarms_detections_and_the_mask_shown_on_unedited_images():
+    """At the decision: unedited images called tampered, forged ones caught, and the share of
+    an unedited image's pixels in the mask the model shows (not the raw map's)."""
+    accumulator = MetricAccumulator(threshold=0.5, decision=0.6)
+    blank = np.zeros((10, 10), bool)
+    forged = blank.copy()
+    forged[:5] = True
+    map_ = np.full((10, 10), 0.7, np.float32)
+    for score in (0.2, 0.65, 0.4, 0.59):  # one of four unedited images called tampered
+        shown = map_ >= 0.5 if score >= 0.6 else blank
+        accumulator.update(map_, blank, score, predicted=shown)
+    for score in (0.9, 0.3):
+        accumulator.update(map_, forged, score)
+    result = accumulator.compute()
+    assert result["unedited_images"] == 4 and result["false_alarm_rate"] == 0.25
+    assert result["unedited_mask_fraction"] == 0.25  # one image fully shown, three empty
+    assert result["detection_rate"] == 0.5 and result["decision_threshold"] == 0.6
+    none = MetricAccumulator(decision=None)
+    none.update(map_, blank, 0.9)
+    assert none.compute()["false_alarm_rate"] is None  # no operating point: no verdict
+
+
+def test_detection_of_forged_among_unedited_images_matches_scikit_learn():
+    from cflnet_sdk.training.metrics import detection
+
+    rng = np.random.default_rng(3)
+    forged, unedited = rng.normal(1.0, 1.0, 50), rng.normal(0.0, 1.0, 80)
+    found = detection(forged, unedited, decision=1.0)
+    labels = np.r_[np.ones(50), np.zeros(80)]
+    assert found["detection_auc"] == pytest.approx(roc_auc_score(labels, np.r_[forged, unedited]))
+    cut = np.quantile(unedited, 0.95)
+    assert found["detected_at_fa"] == pytest.approx((forged > cut).mean())
+    assert (unedited > cut).mean() <= 0.05
+    assert found["detection_rate"] == pytest.approx((forged >= 1.0).mean())
+    assert found["false_alarm_rate"] == pytest.approx((unedited >= 1.0).mean())
+    assert detection(forged, [])["detection_auc"] is None

@@ -24,7 +24,7 @@ from PIL import Image
 from cflnet_sdk.errors import CFLNetError, ConfigError
 from cflnet_sdk.fileio import atomic_path, write_bytes_atomic
 from cflnet_sdk.training.baselines import BASELINES, LABELS, Comparison
-from cflnet_sdk.training.metrics import MetricAccumulator
+from cflnet_sdk.training.metrics import MetricAccumulator, detection
 
 if TYPE_CHECKING:
     from cflnet_sdk.prediction import Prediction
@@ -120,11 +120,13 @@ class Evaluation:
     accumulator: MetricAccumulator = field(repr=False)
     examples: ExampleKeeper | None = field(default=None, repr=False)
     baseline: bool = False  # a training-free map (``cflnet_sdk.training.baselines``), no model
+    jpeg_quality: int | None = None  # the re-save the data was scored after, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "data": self.data, "backend": self.backend,
                 "device": self.device, "seconds": round(self.seconds, 3),
-                "baseline": self.baseline, "metrics": self.metrics}
+                "baseline": self.baseline, "jpeg_quality": self.jpeg_quality,
+                "metrics": self.metrics}
 
 
 class KindMetrics:
@@ -133,18 +135,21 @@ class KindMetrics:
     Each image is scored once, in its kind's accumulator; the overall numbers are their merge.
     """
 
-    def __init__(self, threshold: float = 0.5) -> None:
-        self.threshold = threshold
+    def __init__(self, threshold: float = 0.5, decision: float | None = None) -> None:
+        self.threshold, self.decision = threshold, decision
         self.kinds: dict[str, MetricAccumulator] = {}  # "" holds the images without a kind
 
     def update(self, probability: np.ndarray, mask: np.ndarray, score: float | None,
-               kind: str | None) -> float | None:
+               kind: str | None, predicted: np.ndarray | None = None) -> float | None:
         """Add one image; return its honest pixel AUC (None if its mask is all one class)."""
-        accumulator = self.kinds.setdefault(kind or "", MetricAccumulator(self.threshold))
-        return accumulator.update(probability, mask, score)
+        accumulator = self.kinds.setdefault(kind or "", self._accumulator())
+        return accumulator.update(probability, mask, score, predicted)
+
+    def _accumulator(self) -> MetricAccumulator:
+        return MetricAccumulator(self.threshold, decision=self.decision)
 
     def overall(self) -> MetricAccumulator:
-        total = MetricAccumulator(self.threshold)
+        total = self._accumulator()
         for accumulator in self.kinds.values():
             total.merge(accumulator)
         return total
@@ -200,6 +205,7 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto",
     at the image's own size against its original mask, single-class masks skipped and counted.
     ``jpeg_quality``: score each image re-saved as a JPEG at that quality."""
     from cflnet_sdk.images import load_image
+    from cflnet_sdk.prediction import image_score
     from cflnet_sdk.training.data.readers import open_dataset
 
     dataset = open_dataset(data, format=data_format, on_error="skip")
@@ -214,7 +220,8 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto",
             image: dict[str, float | None] = {}
             for key, baseline in BASELINES.items():
                 start = time.perf_counter()
-                image[key] = tallies[key].update(baseline(rgb), mask, None, record.kind)
+                found = baseline(rgb)
+                image[key] = tallies[key].update(found, mask, image_score(found), record.kind)
                 seconds[key] += time.perf_counter() - start
         except CFLNetError:
             unreadable += 1
@@ -230,7 +237,7 @@ def evaluate_baselines(data: str | Path, *, data_format: str = "auto",
             metrics["by_kind"] = kinds
         evaluations.append(Evaluation(LABELS[key], data_label(data, jpeg_quality),
                                       "training-free", "cpu", seconds[key], metrics,
-                                      accumulator, baseline=True))
+                                      accumulator, baseline=True, jpeg_quality=jpeg_quality))
     return BaselineRun(evaluations, aucs)
 
 
@@ -260,7 +267,7 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
     comparisons: dict[str, Comparison] = defaultdict(Comparison)  # "" = every image
     with Localizer(model, backend=backend, device=device,
                    mode=mode) as localizer:  # type: ignore[arg-type]
-        tally = KindMetrics(localizer.threshold)
+        tally = KindMetrics(localizer.threshold, localizer.decision_threshold)
         results = localizer.predict_iter((_source(r.image, jpeg_quality) for r in dataset),
                                          batch_size, errors="return")
         for record, result in zip(dataset, results, strict=True):
@@ -268,7 +275,8 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
                 if isinstance(result, CFLNetError):
                     raise result
                 mask = _read_mask(record, result.size)
-                auc = tally.update(result.probability, mask, result.score, record.kind)
+                auc = tally.update(result.probability, mask, result.score, record.kind,
+                                   result.mask)
             except CFLNetError:
                 unreadable += 1
                 continue
@@ -286,12 +294,36 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
         metrics["by_kind"] = {kind: values | comparisons[kind].compute()
                               for kind, values in kinds.items()}
     return Evaluation(str(model), data_label(data, jpeg_quality), name, used,
-                      time.perf_counter() - start, metrics, accumulator, keeper)
+                      time.perf_counter() - start, metrics, accumulator, keeper,
+                      jpeg_quality=jpeg_quality)
+
+
+def detection_rows(evaluations: list[Evaluation]) -> list[dict[str, Any]]:
+    """Image-level detection of every dataset's forged images against every dataset's unedited
+    ones (the same dataset's too), per model or baseline and per re-save: a false alarm on a
+    photo nobody edited is what a localizer is judged on first, and the pixel AUC skips them."""
+    rows = []
+    for e in evaluations:
+        if not e.accumulator.tampered_images:
+            continue
+        for other in evaluations:
+            if (other.model, other.jpeg_quality) != (e.model, e.jpeg_quality) or \
+                    other.accumulator.images == other.accumulator.tampered_images:
+                continue
+            found = detection(e.accumulator.scores_of(True), other.accumulator.scores_of(False),
+                              e.accumulator.decision)
+            if found["forged_images"] and found["unedited_images"]:
+                rows.append({"model": e.model, "forged": e.data, "unedited": other.data,
+                             "baseline": e.baseline,
+                             "unedited_mask_fraction":
+                                 other.metrics.get("unedited_mask_fraction"), **found})
+    return rows
 
 
 def write_json(evaluations: list[Evaluation], path: str | Path) -> None:
     """All results plus the honest per-image AUC matrix (models x datasets)."""
-    document = {"results": [e.to_dict() for e in evaluations], "matrix": matrix(evaluations)}
+    document = {"results": [e.to_dict() for e in evaluations], "matrix": matrix(evaluations),
+                "detection": detection_rows(evaluations)}
     write_bytes_atomic(path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
 
 
@@ -350,6 +382,8 @@ def render_tables(evaluations: list[Evaluation]) -> list[Any]:
             tables.append(kinds)
     if trained := [e for e in evaluations if not e.baseline]:
         tables.append(versus_baselines_table(trained, models, datasets))
+    if rows := detection_rows(evaluations):
+        tables.append(detection_table(rows, models, datasets))
     grid = matrix(evaluations)
     if len({e.model for e in trained}) > 1 or len(grid["datasets"]) > 1:
         cross = Table(title="Cross-dataset matrix: honest per-image pixel AUC (%)")
@@ -380,6 +414,31 @@ def versus_baselines_table(evaluations: list[Evaluation], models: dict[str, str]
         for kind, values in groups:
             table.add_row(models[e.model], datasets[e.data], kind,
                           *(_cell(k, values.get(k)) for k, _ in VERSUS_BASELINES))
+    return table
+
+
+DETECTION_COLUMNS = (  # (key, heading) of a detection row
+    ("forged_images", "forged"), ("unedited_images", "unedited"),
+    ("detection_auc", "detection AUC"), ("detected_at_fa", "detected @5% FA"),
+    ("detection_rate", "detected @decision"), ("false_alarm_rate", "false alarms @decision"),
+    ("unedited_mask_fraction", "unedited px in mask"))
+
+
+def detection_table(rows: list[dict[str, Any]], models: dict[str, str],
+                    datasets: dict[str, str]) -> Any:
+    """Forged against unedited images, per model and baseline (``detection_rows``)."""
+    from rich.table import Table
+
+    table = Table(title="Image-level detection: forged vs unedited photos (%; a false alarm is "
+                        "an unedited photo called tampered; baselines score the top 1% of their "
+                        "map and have no operating point)")
+    for heading in ("model", "forged data", "unedited data"):
+        table.add_column(heading)
+    for _, heading in DETECTION_COLUMNS:
+        table.add_column(heading, justify="right")
+    for row in rows:
+        table.add_row(models[row["model"]], datasets[row["forged"]], datasets[row["unedited"]],
+                      *(_cell(k, row.get(k)) for k, _ in DETECTION_COLUMNS))
     return table
 
 

@@ -37,14 +37,21 @@ class MetricAccumulator:
     """Feed one image at a time with ``update``; ``compute`` returns plain, JSON-ready numbers.
 
     ``probability``: HxW tampered-class probability in [0, 1]; ``mask``: HxW bool ground truth
-    (tampered = True); ``score``: the image-level tamper score, or None if there is none.
+    (tampered = True); ``score``: the image-level tamper score, or None if there is none;
+    ``predicted``: the mask the model shows (default ``probability >= threshold``).
+    ``decision``: the image-level operating point (``score >= decision`` is the verdict
+    ``tampered``), which false alarms on unedited images (no tampered pixel), the share of
+    their pixels shown and detections on forged images are counted at; None for a map without
+    an operating point (a training-free baseline), which then has none of these.
     Undefined metrics (e.g. image AUC when every image is tampered) are ``None``.
     """
 
-    def __init__(self, threshold: float = 0.5, bins: int = DEFAULT_BINS) -> None:
-        if not 0.0 <= threshold <= 1.0 or bins < 2:
-            raise DataError(f"threshold {threshold} must be in [0, 1] and bins {bins} >= 2")
-        self.threshold, self.bins = threshold, bins
+    def __init__(self, threshold: float = 0.5, bins: int = DEFAULT_BINS,
+                 decision: float | None = 0.5) -> None:
+        if not 0.0 <= threshold <= 1.0 or not 0.0 <= (decision or 0.0) <= 1.0 or bins < 2:
+            raise DataError(f"threshold {threshold} and decision {decision} must be in [0, 1] "
+                            f"and bins {bins} >= 2")
+        self.threshold, self.bins, self.decision = threshold, bins, decision
         self.positive = np.zeros(bins, dtype=np.int64)
         self.negative = np.zeros(bins, dtype=np.int64)
         self.tp = self.fp = self.fn = self.tn = 0
@@ -56,9 +63,10 @@ class MetricAccumulator:
         self.labels: list[bool] = []
         self.scores: list[float] = []
         self.without_score = 0
+        self.unedited_masked = 0.0  # sum over unedited images of the share of pixels shown
 
     def update(self, probability: np.ndarray, mask: np.ndarray, score: float | None = None,
-               ) -> float | None:
+               predicted: np.ndarray | None = None) -> float | None:
         """Add one image; return its honest pixel AUC (None if its mask is all one class),
         so callers can compare models image by image without sorting the pixels again."""
         probability = np.asarray(probability, dtype=np.float64)
@@ -69,9 +77,16 @@ class MetricAccumulator:
         if not np.isfinite(probability).all():
             raise DataError("probability map holds NaN or infinity; check the model output")
         probability = np.clip(probability, 0.0, 1.0)
+        predicted = probability >= self.threshold if predicted is None else \
+            np.asarray(predicted, dtype=bool)
+        if predicted.shape != mask.shape:
+            raise DataError(f"predicted mask {predicted.shape} and mask {mask.shape} must be "
+                            "the same size")
         self.images += 1
         self.tampered_images += int(mask.any())
-        self._update_pooled(probability, mask)
+        if not mask.any():
+            self.unedited_masked += float(np.count_nonzero(predicted)) / mask.size
+        self._update_pooled(probability, mask, predicted)
         auc = self._update_per_image(probability, mask)
         if score is None:
             self.without_score += 1
@@ -80,11 +95,11 @@ class MetricAccumulator:
             self.scores.append(float(score))
         return auc
 
-    def _update_pooled(self, probability: np.ndarray, mask: np.ndarray) -> None:
+    def _update_pooled(self, probability: np.ndarray, mask: np.ndarray,
+                       predicted: np.ndarray) -> None:
         index = np.minimum((probability * self.bins).astype(np.int64), self.bins - 1)
         self.positive += np.bincount(index[mask], minlength=self.bins)
         self.negative += np.bincount(index[~mask], minlength=self.bins)
-        predicted = probability >= self.threshold
         tp = int(np.count_nonzero(predicted & mask))
         fp = int(np.count_nonzero(predicted & ~mask))
         fn = int(np.count_nonzero(~predicted & mask))
@@ -108,13 +123,14 @@ class MetricAccumulator:
 
     def merge(self, other: MetricAccumulator) -> MetricAccumulator:
         """Add another accumulator's images (e.g. from another process) into this one."""
-        if (other.bins, other.threshold) != (self.bins, self.threshold):
-            raise DataError("cannot merge accumulators with different bins or threshold")
+        if (other.bins, other.threshold, other.decision) != \
+                (self.bins, self.threshold, self.decision):
+            raise DataError("cannot merge accumulators with different bins or thresholds")
         self.positive += other.positive
         self.negative += other.negative
         for name in ("tp", "fp", "fn", "tn", "images", "tampered_images", "skipped_single_class",
                      "auc_sum", "flip_auc_sum", "auc_images", "f1_sum", "iou_sum", "f1_images",
-                     "without_score"):
+                     "without_score", "unedited_masked"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.labels += other.labels
         self.scores += other.scores
@@ -139,6 +155,24 @@ class MetricAccumulator:
             return None
         return float(roc_auc_score(np.array(self.labels), np.array(self.scores)))
 
+    def scores_of(self, tampered: bool) -> np.ndarray:
+        """The image scores of the forged (``True``) or the unedited (``False``) images."""
+        labels = np.array(self.labels, dtype=bool)
+        return np.array(self.scores, dtype=np.float64)[labels == tampered]
+
+    def _verdicts(self) -> dict[str, Any]:
+        unedited = self.images - self.tampered_images
+        verdicts: dict[str, Any] = {"decision_threshold": self.decision,
+                                    "unedited_images": unedited}
+        if self.decision is None:
+            return verdicts | dict.fromkeys(("false_alarm_rate", "unedited_mask_fraction",
+                                             "detection_rate"))
+        return verdicts | {
+            "false_alarm_rate": _share_at_or_above(self.scores_of(False), self.decision),
+            "unedited_mask_fraction": _ratio(self.unedited_masked, unedited),
+            "detection_rate": _share_at_or_above(self.scores_of(True), self.decision),
+        }
+
     def compute(self) -> dict[str, Any]:
         tp, fp, fn = self.tp, self.fp, self.fn
         return {
@@ -161,4 +195,33 @@ class MetricAccumulator:
             "pixels": tp + fp + fn + self.tn,
             "tampered_pixels": tp + fn,
             "tampered_images": self.tampered_images,
+            **self._verdicts(),
         }
+
+
+def _share_at_or_above(scores: np.ndarray, threshold: float | None) -> float | None:
+    return float((scores >= threshold).mean()) if len(scores) and threshold is not None else None
+
+
+def detection(forged: np.ndarray, unedited: np.ndarray, decision: float | None = None,
+              false_alarms: float = 0.05) -> dict[str, float | int | None]:
+    """Image-level detection of forged images among unedited ones, from their scores.
+
+    ``detection_auc``: ROC AUC of the scores (forged positive). ``detected_at_fa``: the share of
+    forged images scoring above the ``1 - false_alarms`` quantile of the unedited scores, a
+    comparison at equal false alarms that needs no operating point (so baselines get it too).
+    With ``decision``: ``detection_rate`` and ``false_alarm_rate`` at that operating point.
+    """
+    forged, unedited = np.asarray(forged, np.float64), np.asarray(unedited, np.float64)
+    result: dict[str, float | int | None] = {"forged_images": len(forged),
+                                             "unedited_images": len(unedited)}
+    both = len(forged) > 0 and len(unedited) > 0
+    labels = np.r_[np.ones(len(forged)), np.zeros(len(unedited))]
+    result["detection_auc"] = float(roc_auc_score(labels, np.r_[forged, unedited])) \
+        if both else None
+    cut = np.quantile(unedited, 1.0 - false_alarms) if len(unedited) else None
+    result["detected_at_fa"] = float((forged > cut).mean()) if both else None
+    result["fa_for_detected_at_fa"] = false_alarms
+    result["detection_rate"] = _share_at_or_above(forged, decision)
+    result["false_alarm_rate"] = _share_at_or_above(unedited, decision)
+    return result
