@@ -10,6 +10,7 @@ from cflnet_sdk import __version__
 from cflnet_sdk.commands import (
     average,
     benchmark,
+    calibrate,
     data,
     demo,
     evaluate,
@@ -58,6 +59,7 @@ app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.command("variants")(variants.variants)
 app.command("average")(average.average)
+app.command("calibrate")(calibrate.calibrate)
 app.add_typer(data.app, name="data")
 
 

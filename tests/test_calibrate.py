@@ -1,0 +1,90 @@
+"""The image-level operating point: chosen on unedited photos, written into the model file,
+and obeyed by the Localizer that loads it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cflnet_sdk.errors import DataError, ModelFileError
+from cflnet_sdk.training.calibrate import operating_point, with_decision
+
+
+@pytest.mark.parametrize("rate, flagged", [(0.0, 0), (0.05, 0), (0.1, 1), (0.25, 1), (0.3, 3)])
+def test_operating_point_calls_at_most_the_allowed_share_tampered(rate, flagged):
+    scores = [0.9, 0.8, 0.8, 0.7, 0.61, 0.6, 0.5, 0.4, 0.3, 0.2]  # a tie is never split
+    threshold = operating_point(scores, rate)
+    called = sum(s >= threshold for s in scores)
+    assert called <= rate * len(scores) and called == flagged
+    assert threshold == pytest.approx(round(threshold, 4))  # stored to four decimals
+    higher = operating_point(scores, 0.0)
+    assert higher > max(scores) and operating_point([1.0], 0.0) == 1.0
+
+
+def test_operating_point_refuses_what_it_cannot_choose():
+    with pytest.raises(DataError, match="no unedited photo"):
+        operating_point([], 0.05)
+    with pytest.raises(DataError, match="must be in"):
+        operating_point([0.5], 1.0)
+
+
+def test_a_checkpoint_gets_the_decision_and_keeps_its_weights(tiny_checkpoint, tmp_path):
+    from safetensors.numpy import load_file
+
+    from cflnet_sdk import Localizer
+    from cflnet_sdk.training.checkpoint import read_checkpoint_info
+
+    out = tmp_path / "decided.safetensors"
+    contract = with_decision(tiny_checkpoint, 0.7312, 0.05, out)
+    assert (contract.decision_threshold, contract.false_alarm_rate) == (0.7312, 0.05)
+    before, after = load_file(tiny_checkpoint), load_file(out)
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    _, read = read_checkpoint_info(out)
+    assert read == contract and read.size == (64, 64)
+    localizer = Localizer(out, device="cpu")
+    assert localizer.decision_threshold == 0.7312
+    rgb = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    prediction = localizer.predict(rgb)
+    assert prediction.tampered == (prediction.score >= 0.7312)
+    with pytest.raises(ModelFileError, match="not a safetensors"):
+        (tmp_path / "bad.safetensors").write_bytes(b"\x01")
+        with_decision(tmp_path / "bad.safetensors", 0.5, 0.05, tmp_path / "x.safetensors")
+    with pytest.raises(ModelFileError, match="engine"):
+        with_decision(tmp_path / "model.engine", 0.5, 0.05, tmp_path / "x.engine")
+
+
+def test_cli_calibrate_an_onnx_model_on_unedited_photos(tile_onnx, tmp_path):
+    """``cflnet calibrate``: every backend then decides at the threshold that calls at most the
+    allowed share of the unedited photos (as they are and re-saved) tampered."""
+    from cflnet_sdk import Localizer
+
+    folder = tmp_path / "unedited"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(10):
+        name = f"u{i}.png"
+        Image.fromarray(rng.integers(0, 255, (90, 130, 3), dtype=np.uint8)).save(folder / name)
+        rows.append({"image": name, "mask": None, "kind": "authentic"})
+    (folder / "broken.png").write_bytes(b"not a png")
+    rows.append({"image": "broken.png", "mask": None})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "decided.onnx"
+    command = [sys.executable, "-m", "cflnet_sdk", "calibrate", str(tile_onnx), "--unedited",
+               str(folder), "--false-alarms", "0.1", "--resave-jpeg", "80", "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "broken.png" in done.stderr  # reported, the rest calibrated
+    localizer = Localizer(out)
+    assert localizer.contract.false_alarm_rate == 0.1
+    scores = [p.score for p in localizer.predict_batch(sorted(folder.glob("u*.png")))]
+    assert sum(s >= localizer.decision_threshold for s in scores) <= 2  # 2 of 20 allowed
+    assert "of 20 unedited photo(s)" in done.stdout
