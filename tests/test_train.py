@@ -70,7 +70,9 @@ def test_flags_win_over_the_file(tmp_path):
     ({"batch_size": 1}, "batch_size 1"), ({"size": 100}, "multiple of 32"),
     ({"precision": "fp8"}, "precision"), ({"synthetic": True, "data": "x"}, "not both"),
     ({"ema_decay": 1.0}, "ema_decay 1.0 must be in"),
-    ({"synth_save_jpeg": 1.5}, "synth_save_jpeg 1.5 must be in")])
+    ({"synth_save_jpeg": 1.5}, "synth_save_jpeg 1.5 must be in"),
+    ({"synth_pristine": 1.0}, "synth_pristine 1.0 must be in"),
+    ({"synth_jpeg_quality": (90, 50)}, "synth_jpeg_quality")])
 def test_invalid_settings_say_what_to_do(bad, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig(**bad)
@@ -92,6 +94,23 @@ def test_synth_save_jpeg_sets_how_many_samples_end_as_jpeg(share, saved):
               for sample in sources.train]
     if saved is not None:
         assert sum(finals) == saved == len(finals) * share
+
+
+def test_synth_pristine_and_jpeg_quality_reach_the_generator():
+    """``--synth-pristine`` and ``--synth-jpeg-quality``: how many samples stay unedited and the
+    qualities of every compression, for training and validation alike."""
+    from cflnet_sdk.training.train_data import synthetic_sources
+
+    config = TrainConfig(synthetic=True, mode="tile", size=64, batch_size=2, steps_per_epoch=10,
+                         epochs=1, val_samples=4, synth_pristine=0.5,
+                         synth_jpeg_quality=(97, 99))
+    sources = synthetic_sources(config, world=1)
+    for recipe in (sources.train.config, sources.val.config):
+        assert (recipe.pristine_rate, recipe.jpeg_quality) == (0.5, (97, 99))
+    samples = list(sources.train)
+    assert 5 <= sum(s.mask is None for s in samples) <= 15  # about half of 20
+    qualities = [q for s in samples for q in (s.params.get("host_jpeg"),) if q is not None]
+    assert qualities and all(97 <= q <= 99 for q in qualities)
 
 
 def test_unknown_setting_in_file(tmp_path):
@@ -272,12 +291,15 @@ def test_cli_train_tile_mode_with_error_levels_writes_that_contract(tmp_path):
                str(photos), "--mode", "tile", "--ela", "90", "--backbone", "resnet18",
                "--aspp-channels", "16", "--embedding-dim", "8", "--size", "64", "--epochs", "1",
                "--steps-per-epoch", "2", "--batch-size", "2", "--val-samples", "2",
-               "--synth-save-jpeg", "0.8", "--workers", "0", "--device", "cpu",
+               "--synth-save-jpeg", "0.8", "--synth-pristine", "0.3",
+               "--synth-jpeg-quality", "70-90", "--workers", "0", "--device", "cpu",
                "--out", str(run)]
     done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "native crops" in done.stdout and "held-out photos" in done.stdout
-    assert "synth_save_jpeg: 0.8" in (run / "config.yaml").read_text()  # resumes with it
+    saved = (run / "config.yaml").read_text()  # a resumed run keeps these
+    assert "synth_save_jpeg: 0.8" in saved and "synth_pristine: 0.3" in saved
+    assert "synth_jpeg_quality:\n- 70\n- 90" in saved
     from cflnet_sdk.training.checkpoint import read_checkpoint
 
     tensors, config, contract = read_checkpoint(run / "last.safetensors")

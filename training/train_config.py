@@ -62,6 +62,11 @@ class TrainConfig:
     synth_kinds: tuple[str, ...] = ("splice", "copy-move", "removal", "enhance")
     # share of synthetic samples saved as JPEG at the end; None: the recipe's (tile mode 0.5)
     synth_save_jpeg: float | None = None
+    # share of synthetic samples left unedited (default 0.1): every compression history of a
+    # photo nobody edited, so the model learns to say nothing there
+    synth_pristine: float | None = None
+    # JPEG qualities of the synthetic compressions (LOW, HIGH); None: the generator's 60-95
+    synth_jpeg_quality: tuple[int, int] | None = None
     sources: tuple[str, ...] = ()  # photo folders for synthetic data; () = packaged photos
     # speed
     workers: int = 2
@@ -98,6 +103,13 @@ class TrainConfig:
             problems.append(f"ema_decay {self.ema_decay} must be in [0, 1) (0: off)")
         if self.synth_save_jpeg is not None and not 0.0 <= self.synth_save_jpeg <= 1.0:
             problems.append(f"synth_save_jpeg {self.synth_save_jpeg} must be in [0, 1]")
+        if self.synth_pristine is not None and not 0.0 <= self.synth_pristine < 1.0:
+            problems.append(f"synth_pristine {self.synth_pristine} must be in [0, 1)")
+        if self.synth_jpeg_quality is not None and (
+                len(self.synth_jpeg_quality) != 2
+                or not 1 <= self.synth_jpeg_quality[0] <= self.synth_jpeg_quality[1] <= 100):
+            problems.append(f"synth_jpeg_quality {self.synth_jpeg_quality} must be LOW-HIGH "
+                            "within 1-100")
         if not 0.0 <= self.val_fraction < 1.0:
             problems.append(f"val_fraction {self.val_fraction} must be in [0, 1)")
         if len(self.class_weights) != 2:

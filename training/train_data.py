@@ -81,7 +81,9 @@ def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
     """Fresh synthetic forgeries of the training photos; validation from held-out photos.
 
     A tile-mode model learns from native crops (``synth.NATIVE_RECIPE``); ``synth_save_jpeg``
-    changes how many samples end as JPEG files, as the images a deployment meets may.
+    changes how many samples end as JPEG files, as the images a deployment meets may;
+    ``synth_pristine`` how many are left unedited; ``synth_jpeg_quality`` the qualities of
+    every compression.
     """
     from dataclasses import replace
 
@@ -90,8 +92,11 @@ def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
     block = config.steps_per_epoch * config.batch_size * world
     native = config.mode == "tile"
     settings = dict(NATIVE_RECIPE if native else {})
-    if config.synth_save_jpeg is not None:
-        settings["save_jpeg_rate"] = config.synth_save_jpeg
+    for key, setting in (("save_jpeg_rate", config.synth_save_jpeg),
+                         ("pristine_rate", config.synth_pristine),
+                         ("jpeg_quality", config.synth_jpeg_quality)):
+        if setting is not None:
+            settings[key] = setting
     recipe = SynthConfig(seed=config.seed, height=config.size, width=config.size,
                          kinds=tuple(config.synth_kinds), sources=tuple(config.sources),
                          split="train", **settings)

@@ -39,6 +39,13 @@ def train(
                                                  help="Synthetic: share of samples saved as "
                                                  "JPEG at the end (default: 0.5 in tile mode, "
                                                  "0 in resize mode)."),
+    synth_pristine: float | None = typer.Option(None, "--synth-pristine", min=0.0, max=0.99,
+                                                help="Synthetic: share of samples left "
+                                                "unedited, with every compression history "
+                                                "(default 0.1)."),
+    synth_jpeg_quality: str | None = typer.Option(None, "--synth-jpeg-quality",
+                                                  help="Synthetic: JPEG qualities LOW-HIGH of "
+                                                  "every compression (default 60-95)."),
     sources: list[Path] | None = typer.Option(None, "--sources", help="Synthetic: folder of "
                                               "photos to forge (repeat; default: packaged "
                                               "photos). One in ten is held out for validation."),
@@ -110,6 +117,7 @@ def train(
         "data": data, "val": val, "data_format": data_format, "val_fraction": val_fraction,
         "synthetic": synthetic, "steps_per_epoch": steps_per_epoch, "val_samples": val_samples,
         "synth_kinds": _kinds(synth_kinds), "synth_save_jpeg": synth_save_jpeg,
+        "synth_pristine": synth_pristine, "synth_jpeg_quality": _range(synth_jpeg_quality),
         "sources": tuple(str(p) for p in sources) if sources else None, "mode": mode,
         "ela_qualities": _qualities(ela), "srm": False if no_srm else None,
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
@@ -146,6 +154,17 @@ def _kinds(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not LOW-HIGH, e.g. 50-100",
+                                 param_hint="--synth-jpeg-quality") from None
 
 
 def _qualities(text: str | None) -> tuple[int, ...] | None:
