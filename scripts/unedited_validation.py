@@ -1,0 +1,68 @@
+"""Write the manifest of unedited validation photos taken from ../shared/photos (issue 23).
+
+The photos training never sees: the crc32 held-out split (``sources.in_held_out``) and the
+never-compressed film scans and full-size camera originals listed in
+``docs/unedited-validation-photos.txt``. Rows have ``"mask": null`` and a kind that says how
+the photo was stored, since false alarms depend on it: ``lossless``, ``camera original`` (a
+JPEG of 4 megapixels or more) or ``web JPEG``.
+
+    python scripts/unedited_validation.py --photos ../shared/photos -o out/unedited
+    cflnet evaluate --data ../shared/data/real-val/misd --data out/unedited
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from cflnet_sdk.fileio import write_bytes_atomic
+from cflnet_sdk.training.data.sources import PHOTO_SUFFIXES, in_held_out
+
+LISTED = Path(__file__).resolve().parent.parent / "docs" / "unedited-validation-photos.txt"
+CAMERA_PIXELS = 4_000_000
+
+
+def listed_photos(path: Path = LISTED) -> set[str]:
+    """The listed photos as ``folder/file`` names, comments and blank lines left out."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def kind_of(photo: Path) -> str:
+    """How the photo is stored: what its false alarms are reported under."""
+    if photo.suffix.lower() not in (".jpg", ".jpeg"):
+        return "lossless"
+    with Image.open(photo) as image:
+        width, height = image.size
+    return "camera original" if width * height >= CAMERA_PIXELS else "web JPEG"
+
+
+def rows(photos: Path, out: Path) -> list[dict]:
+    listed = listed_photos()
+    found = sorted(p for p in photos.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    chosen = [p for p in found
+              if in_held_out(p.name) or p.relative_to(photos).as_posix() in listed]
+    return [{"image": os.path.relpath(p.resolve(), out.resolve()), "mask": None,
+             "kind": kind_of(p)} for p in chosen]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=Path, required=True, help="../shared/photos")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="folder for manifest.jsonl")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    found = rows(args.photos, args.out)
+    write_bytes_atomic(args.out / "manifest.jsonl",
+                       "".join(json.dumps(row) + "\n" for row in found).encode("utf-8"))
+    kinds = {kind: sum(row["kind"] == kind for row in found) for kind in
+             sorted({row["kind"] for row in found})}
+    print(f"wrote {args.out / 'manifest.jsonl'}: {len(found)} unedited photos {kinds}")
+
+
+if __name__ == "__main__":
+    main()
