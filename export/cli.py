@@ -73,7 +73,8 @@ def onnx_command(
     if precision == "int8":
         calibration = calibrate(proto, calib, calib_count)
     variant = make_variant(proto, precision, calibration=calibration,  # type: ignore[arg-type]
-                           int8_target=int8_target, recipe=recipe)  # type: ignore[arg-type]
+                           int8_target=int8_target, recipe=recipe,  # type: ignore[arg-type]
+                           simplify=simplify)
     if weights_fp16:
         if precision != "fp32":
             raise ConfigError("--weights-fp16 applies to fp32 models (fp16/int8 are smaller "
@@ -151,6 +152,8 @@ def engine_command(
     dla_core: int | None = typer.Option(None, "--dla-core", help="Jetson DLA core (GPU "
                                         "fallback on)."),
     opt_level: int | None = typer.Option(None, "--opt-level", help="Builder optimisation 0-5."),
+    tf32: bool = typer.Option(False, "--tf32", help="Let float32 layers use TF32 math on "
+                              "Ampere+ (faster, about 1e-3 relative error; off: true fp32)."),
 ) -> None:
     """Build a TensorRT engine (10.x or 11.x, whichever is installed) with the cflnet header."""
     from cflnet_sdk.engine_file import read_engine
@@ -162,11 +165,12 @@ def engine_command(
         opt_shape=parse_shape(opt_shape) if opt_shape else None,
         max_shape=parse_shape(max_shape) if max_shape else None,
         timing_cache=timing_cache, version_compatible=version_compatible,
-        hardware_compat=hardware_compat, dla_core=dla_core, opt_level=opt_level)
+        hardware_compat=hardware_compat, dla_core=dla_core, opt_level=opt_level, tf32=tf32)
     path = build_engine(model, output, options)
     header, _ = read_engine(path)
     assert header is not None
-    typer.echo(f"wrote {path}: TensorRT {header['tensorrt_version']}, {header['precision']}, "
+    typer.echo(f"wrote {path}: TensorRT {header['tensorrt_version']}, {header['precision']}"
+               f"{' (TF32 on)' if header['tf32'] else ''}, "
                f"{header['gpu_name']} (compute {header['compute_capability']}), "
                f"profile {header['profiles'][0]}")
 

@@ -71,6 +71,10 @@ def test_export_header_contract_is_what_the_runtime_reads(summary, tmp_path):
     read_header, _ = read_engine(path)
     assert engine_contract(read_header, path) == summary.contract
     check_engine_header(read_header, "10.3.0", ("Orin", "8.7"), path)
+    assert read_header["tf32"] is False  # an fp32 engine computes in fp32 unless asked
+    asked = BuildOptions(tf32=True)
+    assert engine_header(summary, typing_plan(11, "fp32", asked), profile_shapes(
+        summary, asked), asked, "11.4.0", ("H200", "9.0"))["tf32"] is True
 
 
 def test_engine_file_round_trip(tmp_path):

@@ -151,6 +151,61 @@ def test_guarded_tensorrt_names_exist_in_some_release(uses):
     assert not problems, problems
 
 
+class Recorder:
+    """Stands in for the tensorrt module and every object it hands out, as one release's
+    bindings define them: a name they lack raises AttributeError, as the real module would;
+    calls and assignments are recorded as (dotted path, argument texts)."""
+
+    def __init__(self, found: Bindings, path: str, calls: list[tuple[str, tuple[str, ...]]]
+                 ) -> None:
+        vars(self).update(_found=found, _path=path, _calls=calls)
+
+    def __getattr__(self, name: str) -> Recorder:
+        if not self._found.has(name):
+            raise AttributeError(f"{self._path}.{name} is not in {self._found.release}")
+        return Recorder(self._found, f"{self._path}.{name}", self._calls)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        getattr(self, name)  # the property must exist
+        self._calls.append((f"{self._path}.{name} =", (str(value),)))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Recorder:
+        self._calls.append((self._path, tuple(map(str, (*args, *kwargs.values())))))
+        return Recorder(self._found, f"{self._path}()", self._calls)
+
+    def __str__(self) -> str:
+        return self._path
+
+
+def configure_calls(found: Bindings, major: int, onnx_precision: str, **options: Any
+                    ) -> list[tuple[str, tuple[str, ...]]]:
+    """What ``configure`` asks of TensorRT for one build, on one release's names."""
+    from cflnet_sdk.export.tensorrt import BuildOptions, configure, typing_plan
+
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    build = BuildOptions(**options)
+    shape = (1, 3, 64, 64)
+    configure(Recorder(found, "trt", calls), Recorder(found, "builder", calls),
+              Recorder(found, "config", calls), typing_plan(major, onnx_precision, build),
+              (shape, shape, shape), build)
+    return calls
+
+
+@pytest.mark.parametrize(("major", "package", "version"), RELEASE_PARAMS)
+def test_engines_clear_tf32_unless_asked(major, package, version):
+    """TensorRT enables TF32 by default: an fp32 engine must clear it to compute in fp32."""
+    found = bindings(package, version)
+    tf32 = ("trt.BuilderFlag.TF32",)
+    for precision in ("fp32", "fp16"):
+        calls = configure_calls(found, major, precision)
+        assert ("config.clear_flag", tf32) in calls and ("config.set_flag", tf32) not in calls
+    asked = configure_calls(found, major, "fp32", tf32=True, version_compatible=True)
+    assert ("config.set_flag", tf32) in asked and ("config.clear_flag", tf32) not in asked
+    assert ("config.set_flag", ("trt.BuilderFlag.VERSION_COMPATIBLE",)) in asked
+    with pytest.raises(AttributeError, match="TF23"):
+        Recorder(found, "trt", []).BuilderFlag.TF23  # noqa: B018  (the stand-in refuses)
+
+
 WRONG = {  # source, release, the names the checker must report
     "misspelt enum member": ("import tensorrt as trt\ntrt.BuilderFlag.FP61\n",
                              "11.4.0.106", {"FP61"}),
