@@ -12,6 +12,7 @@ where half precision or 8-bit steps would show directly in the probability map.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -145,8 +146,13 @@ def remove_dead_nodes(proto: onnx.ModelProto) -> None:
         proto.graph.node.extend(live)
 
 
-def convert_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """FP16 weights and compute with float32 I/O and a float32 tail (onnxruntime's converter)."""
+def convert_fp16(proto: onnx.ModelProto, simplify: bool = True) -> onnx.ModelProto:
+    """FP16 weights and compute with float32 I/O and a float32 tail (onnxruntime's converter).
+
+    With ``simplify``, onnxslim then folds the converter's casts where it is installed: a
+    tidy-up, not a need, so an fp16 export works without it (as an fp32 one does with
+    ``--no-simplify``).
+    """
     require_onnxruntime()
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
@@ -156,6 +162,8 @@ def convert_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
                                     node_block_list=float32_tail(proto))
     sort_topologically(half)
     drop_round_trip_casts(half)
+    if not simplify or importlib.util.find_spec("onnxslim") is None:
+        return half
     from cflnet_sdk.export.onnx import simplify_graph
 
     return simplify_graph(half)
@@ -385,10 +393,11 @@ def variant_metadata(source: onnx.ModelProto, precision: str,
 
 def make_variant(fp32: onnx.ModelProto, precision: Precision, *,
                  calibration: Calibration | None = None, int8_target: Int8Target = "tensorrt",
-                 recipe: Int8Recipe = Int8Recipe()) -> onnx.ModelProto:
+                 recipe: Int8Recipe = Int8Recipe(), simplify: bool = True) -> onnx.ModelProto:
     """The ``precision`` variant of an exported fp32 model, with its metadata carried over.
 
-    INT8 calibrates on ``calibration`` (default: 64 packaged photos with synthetic edits).
+    ``simplify``: run onnxslim on an fp16 variant (where installed). INT8 calibrates on
+    ``calibration`` (default: 64 packaged photos with synthetic edits).
     """
     from cflnet_sdk.export.calibration import collect_calibration
     from cflnet_sdk.export.onnx import set_metadata
@@ -399,7 +408,7 @@ def make_variant(fp32: onnx.ModelProto, precision: Precision, *,
         return fp32
     metadata = variant_metadata(fp32, precision, int8_target if precision == "int8" else None)
     if precision == "fp16":
-        variant = convert_fp16(fp32)
+        variant = convert_fp16(fp32, simplify)
     else:
         calibration = calibration or collect_calibration(
             Contract.from_json(metadata[CONTRACT_KEY]))
