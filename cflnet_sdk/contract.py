@@ -50,7 +50,8 @@ class Contract:
     image-level operating point: ``score >= decision_threshold`` is the verdict ``tampered``
     (None: ``threshold``, as models before contract version 3 decided). ``false_alarm_rate``
     records the share of unedited photos it was chosen to call tampered, so a user knows what
-    the verdict costs.
+    the verdict costs. ``copy_move_threshold``: the verdict also weighs copy-move evidence
+    (:mod:`cflnet_sdk.fusion`), at this operating point on its score; None: the network alone.
     """
 
     height: int = 256
@@ -66,6 +67,7 @@ class Contract:
     ela_qualities: tuple[int, ...] = ()
     decision_threshold: float | None = None
     false_alarm_rate: float | None = None
+    copy_move_threshold: float | None = None
     version: int = field(default=CONTRACT_VERSION)
 
     def __post_init__(self) -> None:
@@ -80,7 +82,8 @@ class Contract:
             problems.append("mean and std need three values each, std > 0")
         if self.resize not in ("bilinear", "bilinear-cv2"):
             problems.append(f"resize {self.resize!r} is not 'bilinear' or 'bilinear-cv2'")
-        for name in ("threshold", "decision_threshold", "false_alarm_rate"):
+        for name in ("threshold", "decision_threshold", "false_alarm_rate",
+                     "copy_move_threshold"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 problems.append(f"{name} {value} is outside [0, 1]")

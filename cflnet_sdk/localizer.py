@@ -21,6 +21,7 @@ import numpy as np
 
 from cflnet_sdk.contract import Contract, Mode
 from cflnet_sdk.errors import CFLNetError, ConfigError, EngineCompatibilityError
+from cflnet_sdk.fusion import fuse
 from cflnet_sdk.images import ImageInput, load_image
 from cflnet_sdk.prediction import Prediction, image_score
 from cflnet_sdk.tiling import TILE_BATCH, TiledImage
@@ -79,6 +80,9 @@ class Localizer:
     model size: fast, the paper's) or "tile" (the image's own pixels in model-size tiles: keeps
     the traces resizing destroys); None takes the contract's. In tile mode at most
     ``tile_batch`` tiles go to the backend per call, so memory stays flat on huge photos.
+    ``copy_move`` fuses copy-move evidence (:mod:`cflnet_sdk.fusion`) into every verdict, the
+    same way whatever the backend: None takes the contract's choice (on for a model calibrated
+    with it, such as the shipped default), True or False forces it.
     ``predict`` may be called from many threads at once.
     """
 
@@ -86,7 +90,7 @@ class Localizer:
                  device: str = "auto", threshold: float | None = None, *,
                  decision_threshold: float | None = None, mode: Mode | None = None,
                  contract: Contract | None = None, workers: int | None = None,
-                 tile_batch: int = TILE_BATCH) -> None:
+                 tile_batch: int = TILE_BATCH, copy_move: bool | None = None) -> None:
         from cflnet_sdk.default_model import require_default_model
         from cflnet_sdk.runtime.base import cpu_count, open_backend
 
@@ -104,6 +108,9 @@ class Localizer:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} {value} is outside [0, 1]")
         self.tile_batch = tile_batch
+        self.copy_move = self.contract.copy_move_threshold is not None if copy_move is None \
+            else copy_move
+        self._copy_move = CopyMoveFusion(self.contract) if self.copy_move else None
         self._lock = None if self.backend.thread_safe else threading.Lock()
         self._workers = workers or min(8, cpu_count())
 
@@ -130,6 +137,11 @@ class Localizer:
     def contract(self) -> Contract:
         """The model's contract, with the mode this Localizer runs in."""
         return self._contract
+
+    @property
+    def copy_move_threshold(self) -> float | None:
+        """The copy-move evidence's operating point, when the verdict fuses it."""
+        return None if self._copy_move is None else self._copy_move.threshold
 
     @property
     def mode(self) -> Mode:
@@ -234,11 +246,15 @@ class Localizer:
         return output
 
     def finish(self, prepared: Prepared) -> Prediction:
-        """The collected model outputs -> Prediction at the original size."""
+        """The collected model outputs -> Prediction at the original size: the one place every
+        backend's output passes, so the verdict is fused the same way for all of them."""
         probability, score = prepared.inputs.result()
-        return Prediction(probability=probability, score=score, threshold=self.threshold,
-                          image=prepared.rgb, source=prepared.source,
-                          decision_threshold=self.decision_threshold)
+        prediction = Prediction(probability=probability, score=score, threshold=self.threshold,
+                                image=prepared.rgb, source=prepared.source,
+                                decision_threshold=self.decision_threshold)
+        if self._copy_move is None:
+            return prediction
+        return self._copy_move(prediction, prepared.rgb)
 
     def close(self) -> None:
         """Release the backend's device memory now instead of at garbage collection."""
@@ -251,6 +267,26 @@ class Localizer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class CopyMoveFusion:
+    """Adds copy-move evidence to a network's prediction (:mod:`cflnet_sdk.fusion`)."""
+
+    def __init__(self, contract: Contract) -> None:
+        from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD, CopyMoveDetector
+
+        self.detector = CopyMoveDetector()
+        self.threshold = contract.copy_move_threshold if \
+            contract.copy_move_threshold is not None else SCORE_THRESHOLD
+
+    def __call__(self, prediction: Prediction, rgb: np.ndarray) -> Prediction:
+        found = self.detector.analyse(rgb)
+        probability, score = fuse(prediction.probability, prediction.score, found.probability,
+                                  found.score, self.threshold, prediction.decision)
+        return replace(prediction, probability=probability, score=score,
+                       network_score=prediction.score, copy_move=found,
+                       evidence={"network": prediction.probability,
+                                 "copy-move": found.probability})
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -121,6 +121,8 @@ class Evaluation:
     examples: ExampleKeeper | None = field(default=None, repr=False)
     baseline: bool = False  # a training-free map (``cflnet_sdk.training.baselines``), no model
     jpeg_quality: int | None = None  # the re-save the data was scored after, if any
+    # each evidence of a fused verdict scored on its own ("model (network only)" ...)
+    evidence: list[Evaluation] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "data": self.data, "backend": self.backend,
@@ -268,6 +270,7 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
     with Localizer(model, backend=backend, device=device,
                    mode=mode) as localizer:  # type: ignore[arg-type]
         tally = KindMetrics(localizer.threshold, localizer.decision_threshold)
+        parts: dict[str, KindMetrics] = {}  # evidence name -> its own metrics
         results = localizer.predict_iter((_source(r.image, jpeg_quality) for r in dataset),
                                          batch_size, errors="return")
         for record, result in zip(dataset, results, strict=True):
@@ -277,6 +280,9 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
                 mask = _read_mask(record, result.size)
                 auc = tally.update(result.probability, mask, result.score, record.kind,
                                    result.mask)
+                for part, (found, score, decision) in evidence_of(result, localizer).items():
+                    parts.setdefault(part, KindMetrics(localizer.threshold, decision)).update(
+                        found, mask, score, record.kind)
             except CFLNetError:
                 unreadable += 1
                 continue
@@ -293,9 +299,23 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
     if kinds := tally.by_kind():
         metrics["by_kind"] = {kind: values | comparisons[kind].compute()
                               for kind, values in kinds.items()}
-    return Evaluation(str(model), data_label(data, jpeg_quality), name, used,
-                      time.perf_counter() - start, metrics, accumulator, keeper,
-                      jpeg_quality=jpeg_quality)
+    seconds = time.perf_counter() - start
+    evidence = [Evaluation(f"{model} ({part} only)", data_label(data, jpeg_quality), name, used,
+                           seconds, part_tally.overall().compute(), part_tally.overall(),
+                           jpeg_quality=jpeg_quality) for part, part_tally in parts.items()]
+    return Evaluation(str(model), data_label(data, jpeg_quality), name, used, seconds, metrics,
+                      accumulator, keeper, jpeg_quality=jpeg_quality, evidence=evidence)
+
+
+def evidence_of(result: Prediction, localizer: Any
+                ) -> dict[str, tuple[np.ndarray, float, float]]:
+    """Each evidence of a fused verdict on its own: name -> (map, score, operating point)."""
+    if result.copy_move is None or result.network_score is None:
+        return {}
+    return {"network": (result.evidence["network"], result.network_score,
+                        localizer.decision_threshold),
+            "copy-move": (result.evidence["copy-move"], result.copy_move.score,
+                          localizer.copy_move_threshold)}
 
 
 def detection_rows(evaluations: list[Evaluation]) -> list[dict[str, Any]]:

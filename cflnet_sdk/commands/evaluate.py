@@ -39,6 +39,7 @@ def evaluate(
     AUC, F1/IoU at 0.5 and at the best threshold, image AUC and skipped counts follow. Every
     dataset is also scored by two training-free maps (centre prior, ELA), rows of their own,
     and each model is shown against them: their AUC and the share of images it beats them on.
+    A verdict that fuses several evidences (network, copy-move) gets a row per evidence too.
     With --resave-jpeg each dataset is scored again after that re-save, rows of its own.
     """
     from rich.console import Console
@@ -78,7 +79,7 @@ def evaluate(
             console.print(f"{model_path.name} on {result.data}: {result.metrics['images']} "
                           f"images, {result.backend} on {result.device}, "
                           f"{result.seconds:.1f} s")
-            evaluations.append(result)
+            evaluations += [result, *result.evidence]
     evaluations += [e for found in baselines.values() for e in found.evaluations]
     for table in render_tables(evaluations):
         console.print(table)
