@@ -2,9 +2,12 @@
 
 A localizer is judged first on photos nobody edited. The verdict ``tampered`` is only worth
 something at a stated price, so the decision threshold is chosen on unedited photos for a
-share of false alarms (``operating_point``), as they are and after the re-saves they meet when
-shared, and written into the model file's contract (``with_decision``), from where every
-backend, ``cflnet predict`` and ``cflnet serve`` take it. torch-free.
+share of false alarms (``operating_point``), and written into the model file's contract
+(``with_decision``), from where every backend, ``cflnet predict`` and ``cflnet serve`` take it.
+False alarms differ by how a photo was stored (never compressed, camera JPEG, web JPEG,
+re-saved), and a pooled rate lets one kind hide another's, so the threshold holds every group
+(each set, as it is and after each re-save) to the rate: the highest of their points
+(``worst_group_point``). torch-free.
 """
 
 from __future__ import annotations
@@ -40,48 +43,70 @@ def operating_point(scores: Sequence[float], false_alarm_rate: float) -> float:
     return min(1.0, (math.floor(above / step + 1e-9) + 1) * step)
 
 
+def worst_group_point(groups: dict[str, Sequence[float]], false_alarm_rate: float
+                      ) -> tuple[float, str]:
+    """The lowest threshold that calls at most ``false_alarm_rate`` of every group's scores
+    tampered, and the group that set it."""
+    points = {name: operating_point(scores, false_alarm_rate)
+              for name, scores in groups.items() if len(scores)}
+    if not points:
+        raise DataError("no unedited photo was scored: give photos nobody edited")
+    name = max(points, key=points.__getitem__)
+    return points[name], name
+
+
 def unedited_scores(model: str | Path, images: Iterable[Path | bytes], *,
-                    backend: str = "auto", device: str = "auto",
-                    batch_size: int = 8) -> tuple[list[float], list[str]]:
-    """The model's image scores of ``images`` and the problems of those it could not read."""
+                    copy_move_threshold: float | None = None, backend: str = "auto",
+                    device: str = "auto", batch_size: int = 8) -> tuple[list[float], list[str]]:
+    """What the verdict compares with the decision threshold, per photo of ``images``, and the
+    problems of those that could not be read.
+
+    The network's score; with ``copy_move_threshold``, a photo whose copy-move score reaches it
+    is called tampered whatever the threshold (:mod:`cflnet_sdk.fusion`) and counts as 2.0.
+    """
     from cflnet_sdk.localizer import Localizer
 
     scores, problems = [], []
-    with Localizer(model, backend=backend, device=device) as localizer:
+    with Localizer(model, backend=backend, device=device,
+                   copy_move=copy_move_threshold is not None) as localizer:
         for result in localizer.predict_iter(images, batch_size, errors="return"):
             if isinstance(result, CFLNetError):
                 problems.append(str(result))
+            elif result.copy_move is not None and result.copy_move.score >= copy_move_threshold:
+                scores.append(2.0)
             else:
-                scores.append(result.score)
+                scores.append(result.score if result.network_score is None
+                              else result.network_score)
     return scores, problems
 
 
 def with_decision(path: str | Path, decision_threshold: float, false_alarm_rate: float,
-                  out: str | Path) -> Contract:
+                  out: str | Path, copy_move_threshold: float | None = None) -> Contract:
     """Write ``path`` to ``out`` with the operating point in its contract (nothing else
-    changes: weights byte for byte). ``.safetensors`` and ``.onnx`` files."""
+    changes: weights byte for byte). ``copy_move_threshold``: the verdict also weighs
+    copy-move evidence at that point (None: the network alone). ``.safetensors`` and
+    ``.onnx`` files."""
     path, out = Path(path), Path(out)
+    decision = {"decision_threshold": decision_threshold, "false_alarm_rate": false_alarm_rate,
+                "copy_move_threshold": copy_move_threshold}
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return _rewrite_safetensors(path, decision_threshold, false_alarm_rate, out)
+        return _rewrite_safetensors(path, decision, out)
     if suffix == ".onnx":
-        return _rewrite_onnx(path, decision_threshold, false_alarm_rate, out)
+        return _rewrite_onnx(path, decision, out)
     raise ModelFileError("only .safetensors checkpoints and .onnx files carry a contract that "
                          "can be rewritten; calibrate the ONNX file, then build the engine "
                          "from it", path)
 
 
-def _decided(text: str | None, decision_threshold: float, false_alarm_rate: float,
-             path: Path) -> Contract:
+def _decided(text: str | None, decision: dict[str, float | None], path: Path) -> Contract:
     if text is None:
         raise ModelFileError("this file carries no cflnet contract; export it with "
                              "cflnet-export or save it with cflnet train", path)
-    return replace(Contract.from_json(text), decision_threshold=decision_threshold,
-                   false_alarm_rate=false_alarm_rate)
+    return replace(Contract.from_json(text), **decision)
 
 
-def _rewrite_safetensors(path: Path, decision_threshold: float, false_alarm_rate: float,
-                         out: Path) -> Contract:
+def _rewrite_safetensors(path: Path, decision: dict[str, float | None], out: Path) -> Contract:
     # The format is an 8-byte little-endian header length, a JSON header, then the tensor bytes
     # at offsets relative to the header's end: a new header leaves every tensor as it was.
     data = path.read_bytes()
@@ -91,7 +116,7 @@ def _rewrite_safetensors(path: Path, decision_threshold: float, false_alarm_rate
     except (struct.error, ValueError) as exc:
         raise ModelFileError(f"not a safetensors file ({exc})", path) from exc
     metadata = header.setdefault("__metadata__", {})
-    contract = _decided(metadata.get(CONTRACT_KEY), decision_threshold, false_alarm_rate, path)
+    contract = _decided(metadata.get(CONTRACT_KEY), decision, path)
     metadata[CONTRACT_KEY] = contract.to_json()
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # keep the tensor data 8-byte aligned
@@ -99,8 +124,7 @@ def _rewrite_safetensors(path: Path, decision_threshold: float, false_alarm_rate
     return contract
 
 
-def _rewrite_onnx(path: Path, decision_threshold: float, false_alarm_rate: float,
-                  out: Path) -> Contract:
+def _rewrite_onnx(path: Path, decision: dict[str, float | None], out: Path) -> Contract:
     import onnx
 
     try:
@@ -109,8 +133,7 @@ def _rewrite_onnx(path: Path, decision_threshold: float, false_alarm_rate: float
         raise ModelFileError(f"not a readable ONNX file ({exc})", path) from exc
     entries = {p.key: p for p in proto.metadata_props}
     found = entries.get(CONTRACT_KEY)
-    contract = _decided(None if found is None else found.value, decision_threshold,
-                        false_alarm_rate, path)
+    contract = _decided(None if found is None else found.value, decision, path)
     found.value = contract.to_json()  # type: ignore[union-attr]
     write_bytes_atomic(out, proto.SerializeToString())
     return contract
