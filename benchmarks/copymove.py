@@ -15,7 +15,6 @@ as JPEG at quality 75-95. The pixel AUC is sklearn's per image, averaged over im
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import threading
 import time
@@ -24,10 +23,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cflnet_sdk.runtime.copymove import CopyMoveDetector
+from cflnet_sdk.training.data.ops import jpeg_roundtrip
 from cflnet_sdk.training.data.readers import open_dataset
 from cflnet_sdk.training.data.sources import PhotoSource
 
@@ -94,12 +93,6 @@ def copy_move(rgb: np.ndarray, rng: np.random.Generator,
     return forged, (src_mask | dst_mask) > 0, transform
 
 
-def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buffer).convert("RGB"))
-
-
 def synthetic_set(photos: Path, per_photo: int, seed: int):
     """Yields (name, group, rgb, mask) for the synthetic copy-moves of the held-out photos."""
     source = PhotoSource(folders=(str(photos),), split="held-out")
@@ -114,7 +107,7 @@ def synthetic_set(photos: Path, per_photo: int, seed: int):
             group = kind
             if rng.random() < 0.5:
                 quality = int(rng.integers(75, 96))
-                forged, group = jpeg(forged, quality), f"{kind}+jpeg"
+                forged, group = jpeg_roundtrip(forged, quality), f"{kind}+jpeg"
             yield f"{Path(source.names[index]).name}#{repeat}", group, forged, mask
 
 

@@ -3,7 +3,6 @@ re-saves, and the photos that must not crash or alarm (flat, repetitive, tiny, h
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -12,10 +11,10 @@ import time
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cflnet_sdk.runtime.copymove import CopyMoveDetector, CopyMoveEvidence, RegionPair
+from cflnet_sdk.training.data.ops import jpeg_roundtrip
 from tests.conftest import photo_array
 
 DETECTOR = CopyMoveDetector()
@@ -38,12 +37,6 @@ def copy_move(rgb: np.ndarray, source: tuple[float, float], target: tuple[float,
     dst_mask = cv2.warpAffine(src_mask, transform, (width, height), flags=cv2.INTER_NEAREST)
     forged = np.where(dst_mask[..., None] > 0, moved, rgb)
     return forged, (src_mask | dst_mask) > 0, transform
-
-
-def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 def same_transform(found: tuple, true: np.ndarray, tolerance: float = 3.0) -> bool:
@@ -85,7 +78,7 @@ def test_finds_rotated_scaled_and_mirrored_copies(name: str, source: tuple[float
 def test_finds_copy_after_jpeg_resave() -> None:
     rgb = photo_array("astronaut")
     forged, mask, transform = copy_move(rgb, (150, 180), (380, 330), 50, angle=20.0)
-    check_found(DETECTOR.analyse(jpeg(forged, 80)), mask, transform)
+    check_found(DETECTOR.analyse(jpeg_roundtrip(forged, 80)), mask, transform)
 
 
 def test_small_photo_and_json() -> None:

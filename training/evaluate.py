@@ -416,18 +416,25 @@ def render_tables(evaluations: list[Evaluation]) -> list[Any]:
     return tables
 
 
+def _table(title: str, labels: tuple[str, ...], columns: tuple[tuple[str, str], ...]) -> Any:
+    """A rich Table: text columns ``labels``, then right-aligned figure ``columns``."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for heading in labels:
+        table.add_column(heading)
+    for _, heading in columns:
+        table.add_column(heading, justify="right")
+    return table
+
+
 def versus_baselines_table(evaluations: list[Evaluation], models: dict[str, str],
                            datasets: dict[str, str]) -> Any:
     """Each model's per-image AUC beside each baseline's on the same images, and the share of
     those images where the model's is strictly higher; per kind too where there are several."""
-    from rich.table import Table
-
-    table = Table(title="Against training-free baselines (honest per-image pixel AUC, %; "
-                        "beats = share of images where the model's AUC is higher, %)")
-    for heading in ("model", "data", "kind"):
-        table.add_column(heading)
-    for _, heading in VERSUS_BASELINES:
-        table.add_column(heading, justify="right")
+    table = _table("Against training-free baselines (honest per-image pixel AUC, %; beats = "
+                   "share of images where the model's AUC is higher, %)",
+                   ("model", "data", "kind"), VERSUS_BASELINES)
     for e in evaluations:
         kinds = e.metrics.get("by_kind", {})
         groups = [("all", e.metrics), *(kinds.items() if len(kinds) > 1 else ())]
@@ -447,15 +454,10 @@ DETECTION_COLUMNS = (  # (key, heading) of a detection row
 def detection_table(rows: list[dict[str, Any]], models: dict[str, str],
                     datasets: dict[str, str]) -> Any:
     """Forged against unedited images, per model and baseline (``detection_rows``)."""
-    from rich.table import Table
-
-    table = Table(title="Image-level detection: forged vs unedited photos (%; a false alarm is "
-                        "an unedited photo called tampered; baselines score the top 1% of their "
-                        "map and have no operating point)")
-    for heading in ("model", "forged data", "unedited data"):
-        table.add_column(heading)
-    for _, heading in DETECTION_COLUMNS:
-        table.add_column(heading, justify="right")
+    table = _table("Image-level detection: forged vs unedited photos (%; a false alarm is an "
+                   "unedited photo called tampered; baselines score the top 1% of their map and "
+                   "have no operating point)", ("model", "forged data", "unedited data"),
+                   DETECTION_COLUMNS)
     for row in rows:
         table.add_row(models[row["model"]], datasets[row["forged"]], datasets[row["unedited"]],
                       *(_cell(k, row.get(k)) for k, _ in DETECTION_COLUMNS))
