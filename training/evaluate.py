@@ -281,8 +281,10 @@ def evaluate(model: str | Path, data: str | Path, *, backend: str = "auto",
                 auc = tally.update(result.probability, mask, result.score, record.kind,
                                    result.mask)
                 for part, (found, score, decision) in evidence_of(result, localizer).items():
+                    shown = found >= localizer.threshold if score >= decision else \
+                        np.zeros(found.shape, bool)  # each evidence's own verdict and mask
                     parts.setdefault(part, KindMetrics(localizer.threshold, decision)).update(
-                        found, mask, score, record.kind)
+                        found, mask, score, record.kind, shown)
             except CFLNetError:
                 unreadable += 1
                 continue
