@@ -112,6 +112,12 @@ class Contract:
         """The contract of the authors' released checkpoint: BGR pixels, OpenCV resize."""
         return cls(height=size, width=size, channel_order="BGR", resize="bilinear-cv2")
 
+    def uncalibrated(self) -> Contract:
+        """This contract without its operating point: what new weights (a fine-tune, an
+        average) inherit, since a decision chosen for other weights says nothing about them."""
+        return replace(self, decision_threshold=None, false_alarm_rate=None,
+                       copy_move_threshold=None)
+
     @property
     def decision(self) -> float:
         """The image-level operating point on ``Prediction.score``."""

@@ -3,14 +3,19 @@
 EXIF orientation is applied, every Pillow mode (gray, RGBA, palette, CMYK, 16-bit) converted,
 and decompression bombs refused, so the model always sees the picture a person sees. Decoding
 is safe from many threads at once (no global warning filters) and copies pixels only once
-for the common 8-bit RGB file.
+for the common 8-bit RGB file. Phone photos saved as HEIC/HEIF are read through pillow-heif
+(the ``heif`` extra), registered with Pillow the first time such a file is met; JPEG 2000
+comes with Pillow.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,6 +26,12 @@ ImageInput = str | os.PathLike | Image.Image | np.ndarray | bytes
 
 _ORIENTATION = 0x0112  # EXIF tag
 MAX_PIXELS = 100_000_000  # 10k x 10k; larger is almost surely a bomb or a mistake
+# What `cflnet predict FOLDER` picks up: every format load_image reads.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp",
+                            ".gif", ".heic", ".heif", ".jp2", ".j2k", ".jpx"})
+# ISO base media file brands of HEIF still images (the 4 bytes after "ftyp").
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1",
+                          b"msf1"})
 
 
 def load_image(source: ImageInput) -> np.ndarray:
@@ -54,6 +65,9 @@ def _from_bytes(data: bytes) -> np.ndarray:
 
 def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
     path = name if isinstance(source, Path) else None  # bytes: no file to name in errors
+    if _is_heif(source) and not _heif_registered():
+        raise ImageError("this is a HEIC/HEIF photo and reading it needs pillow-heif: "
+                         "pip install 'cflnet-sdk[heif]'", path)
     try:
         # Pillow refuses files over 2x its own limit here; _from_pil applies MAX_PIXELS to the
         # header's size before any pixel is decoded. (No warnings.catch_warnings: it changes
@@ -71,6 +85,28 @@ def _decode(source: Path | io.BytesIO, name: str) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"the image is truncated or corrupt ({exc}); re-export it",
                          path) from exc
+
+
+def _is_heif(source: Path | BinaryIO) -> bool:
+    """Whether the file starts like a HEIF still image (an ISO "ftyp" box of a HEIF brand)."""
+    if isinstance(source, Path):
+        with source.open("rb") as file:
+            head = file.read(12)
+    else:
+        head = source.read(12)
+        source.seek(0)
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+@functools.cache
+def _heif_registered() -> bool:
+    """Register pillow-heif's HEIF opener with Pillow once; False when it is not installed."""
+    if importlib.util.find_spec("pillow_heif") is None:
+        return False
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def _from_pil(image: Image.Image, name: str) -> np.ndarray:

@@ -110,7 +110,8 @@ class Localizer:
         self.tile_batch = tile_batch
         self.copy_move = self.contract.copy_move_threshold is not None if copy_move is None \
             else copy_move
-        self._copy_move = CopyMoveFusion(self.contract) if self.copy_move else None
+        # The copy-move evidence fused into every verdict, or None (public so profiles can time it).
+        self.fusion = CopyMoveFusion(self.contract) if self.copy_move else None
         self._lock = None if self.backend.thread_safe else threading.Lock()
         self._workers = workers or min(8, cpu_count())
 
@@ -141,7 +142,7 @@ class Localizer:
     @property
     def copy_move_threshold(self) -> float | None:
         """The copy-move evidence's operating point, when the verdict fuses it."""
-        return None if self._copy_move is None else self._copy_move.threshold
+        return None if self.fusion is None else self.fusion.threshold
 
     @property
     def mode(self) -> Mode:
@@ -252,9 +253,9 @@ class Localizer:
         prediction = Prediction(probability=probability, score=score, threshold=self.threshold,
                                 image=prepared.rgb, source=prepared.source,
                                 decision_threshold=self.decision_threshold)
-        if self._copy_move is None:
+        if self.fusion is None:
             return prediction
-        return self._copy_move(prediction, prepared.rgb)
+        return self.fusion(prediction, prepared.rgb)
 
     def close(self) -> None:
         """Release the backend's device memory now instead of at garbage collection."""

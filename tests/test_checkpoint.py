@@ -181,6 +181,19 @@ def test_average_weighs_every_float_tensor_and_refuses_other_models(tiny_model, 
         average_checkpoints([tiny_checkpoint, second], [1.0])
 
 
+def test_average_of_a_calibrated_model_and_its_fine_tune_drops_the_operating_point(
+        tiny_checkpoint, tmp_path):
+    from cflnet_sdk.training.calibrate import with_decision
+    from cflnet_sdk.training.checkpoint import average_checkpoints
+
+    calibrated = tmp_path / "calibrated.safetensors"
+    with_decision(tiny_checkpoint, 0.9, 0.05, calibrated, copy_move_threshold=0.5)
+    averaged = average_checkpoints([calibrated, tiny_checkpoint])
+    assert averaged.contract == load_checkpoint(tiny_checkpoint).contract
+    assert averaged.contract.decision_threshold is None
+    assert averaged.contract.copy_move_threshold is None
+
+
 def test_average_cli_writes_a_loadable_checkpoint(tiny_checkpoint, tmp_path):
     out = tmp_path / "soup.safetensors"
     done = subprocess.run([sys.executable, "-m", "cflnet_sdk", "average", str(tiny_checkpoint),

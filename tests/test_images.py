@@ -131,3 +131,36 @@ def test_decoding_from_many_threads_gives_identical_pixels(odd_files):
     for thread in threads:
         thread.join()
     assert not failures
+
+
+def write_heic(path: Path, rgb: np.ndarray, orientation: int = 1) -> None:
+    """A HEIC photo as phones save them (pillow-heif's HEVC encoder), optionally EXIF-rotated."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, format="HEIF", quality=90, exif=exif.tobytes())
+
+
+def test_heic_and_jpeg2000_photos_are_read_upright(tmp_path):
+    pytest.importorskip("pillow_heif", reason="HEIC needs the heif extra (pillow-heif)")
+    upright = photo_array("chelsea")  # 300x451
+    write_heic(tmp_path / "phone.heic", np.ascontiguousarray(np.rot90(upright, 1)), 6)
+    Image.fromarray(upright).save(tmp_path / "scan.jp2", quality_mode="dB", quality_layers=[45])
+    for name in ("phone.heic", "scan.jp2"):
+        rgb = load_image(tmp_path / name)
+        assert rgb.shape == upright.shape and rgb.dtype == np.uint8, name
+        assert np.abs(rgb.astype(int) - upright).mean() < 6, name  # lossy, but upright
+        assert np.array_equal(load_image((tmp_path / name).read_bytes()), rgb), name
+
+
+def test_heic_without_pillow_heif_names_the_extra(tmp_path, monkeypatch):
+    from cflnet_sdk import images
+
+    pytest.importorskip("pillow_heif", reason="writing the HEIC file needs pillow-heif")
+    write_heic(tmp_path / "phone.heic", photo_array("chelsea"))
+    monkeypatch.setattr(images, "_heif_registered", lambda: False)
+    with pytest.raises(ImageError, match=r"cflnet-sdk\[heif\]") as caught:
+        load_image(tmp_path / "phone.heic")
+    assert "phone.heic" in str(caught.value)

@@ -118,3 +118,27 @@ def test_cli_help_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_folder_of_phone_photos_in_mixed_formats_with_the_default_model(tmp_path):
+    pytest.importorskip("pillow_heif", reason="HEIC needs the heif extra (pillow-heif)")
+    from tests.conftest import photo_array
+    from tests.test_images import write_exif_rotated, write_heic
+
+    photos = tmp_path / "camera roll"
+    photos.mkdir()
+    upright = photo_array("chelsea")  # 300x451, stored sideways below as phones do
+    sideways = np.ascontiguousarray(np.rot90(upright, 1))
+    write_heic(photos / "IMG_0001.HEIC", sideways, orientation=6)
+    write_exif_rotated(photos / "IMG_0002.JPG", sideways)
+    Image.fromarray(upright).save(photos / "screenshot.png")
+    Image.fromarray(upright).save(photos / "scan.jp2")
+    result = cflnet("predict", photos, "--out", tmp_path / "out", "--save", "json,overlay",
+                    "--no-progress", timeout=300)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl")
+               .read_text().splitlines()]
+    assert sorted(Path(r["path"]).name for r in records) == [
+        "IMG_0001.HEIC", "IMG_0002.JPG", "scan.jp2", "screenshot.png"]
+    assert all((r["width"], r["height"]) == (451, 300) for r in records), records
+    assert (tmp_path / "out" / "IMG_0001.overlay.jpg").is_file()

@@ -130,7 +130,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def average_checkpoints(paths: Sequence[str | Path],
                         weights: Sequence[float] | None = None) -> CFLNet:
     """The weighted average of checkpoints of one architecture and contract (equal weights by
-    default): every floating-point tensor, normalisation statistics included.
+    default): every floating-point tensor, normalisation statistics included. Operating points
+    (``cflnet calibrate``) may differ and are dropped: calibrate the average anew.
 
     Averaging a fine-tuned model with the one it started from (WiSE-FT, Wortsman et al. 2022)
     keeps much of what fine-tuning forgot; averaging a run's epochs smooths its swings.
@@ -143,8 +144,9 @@ def average_checkpoints(paths: Sequence[str | Path],
                              f"checkpoint ({len(paths)}), not all zero", paths[0])
     models = [load_checkpoint(path) for path in paths]
     first = models[0]
+    first.contract = first.contract.uncalibrated()
     for path, model in zip(paths[1:], models[1:], strict=True):
-        if model.config != first.config or model.contract != first.contract:
+        if model.config != first.config or model.contract.uncalibrated() != first.contract:
             raise ModelFileError(f"architecture or contract differs from {paths[0]}: only "
                                  "checkpoints of one run or of its fine-tunes average", path)
     shares = [weight / sum(weights) for weight in weights]

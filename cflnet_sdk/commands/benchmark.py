@@ -1,7 +1,8 @@
 """``cflnet benchmark``: latency, throughput, end-to-end time and memory of each model file.
 
 Every file given is a row of its own (file name and precision), whatever its backend. In tile
-mode: end-to-end milliseconds per megapixel and peak memory on photos of given sizes.
+mode: end-to-end milliseconds per megapixel and peak memory on photos of given sizes. With
+``--profile PHOTO``: where the time of one ``predict`` of that photo goes, stage by stage.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ def parse_list(value: str, what: str) -> list[str]:
 
 
 def benchmark(
-    model: list[Path] = typer.Option(..., "--model", "-m",
+    model: list[Path] = typer.Option([], "--model", "-m",
                                      help="Model file(s); repeat for several: each is timed as "
-                                          "its own row, e.g. fp32 and int8 ONNX side by side."),
+                                          "its own row, e.g. fp32 and int8 ONNX side by side "
+                                          "(default: the shipped model)."),
     backend: str = typer.Option("auto", "--backend",
                                 help="Comma-separated: torch,onnxruntime,tensorrt; each file "
                                      "runs on every listed backend that opens it (a checkpoint "
@@ -46,12 +48,17 @@ def benchmark(
                                       "first (default 3; 1 in tile mode)."),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Timed calls per "
                                           "backend (default 20; 3 in tile mode)."),
+    profile: Path | None = typer.Option(None, "--profile", help="Time each stage of predict on "
+                                        "this photo (decode, input channels, tiles, network, "
+                                        "blend, map and score, copy-move, fusion) as "
+                                        "Localizer(MODEL) runs it by default; --mode, "
+                                        "--batch-sizes and --megapixels do not apply."),
 ) -> None:
     """Time model files side by side in one process (interleaved, so load affects all alike).
 
     A file that cannot be run on its backend is an error naming it: nothing is left out.
     """
-    from cflnet_sdk.fileio import write_bytes_atomic
+    from cflnet_sdk.default_model import require_default_model
     from cflnet_sdk.runtime.benchmark import (
         HEADER,
         TILE_HEADER,
@@ -59,6 +66,11 @@ def benchmark(
         run_tile_benchmark,
     )
 
+    models = list(model) or [require_default_model()]
+    if profile is not None:
+        results = profile_models(models, backend, device, profile, warmup, iterations)
+        _write_json(json_out, results)
+        return
     names = None if backend == "auto" else parse_list(backend, "--backend")
     if mode not in ("resize", "tile"):
         raise ConfigError(f"--mode {mode!r} is not 'resize' or 'tile'")
@@ -72,14 +84,39 @@ def benchmark(
     iterations = (3 if tile else 20) if iterations is None else iterations
     typer.echo(TILE_HEADER if tile else HEADER)
     run = run_tile_benchmark if tile else partial(run_benchmark, size=size)
-    results = run(list(model), names, device, tuple(sizes), warmup=warmup,
+    results = run(models, names, device, tuple(sizes), warmup=warmup,
                   iterations=iterations, log=lambda line: typer.echo(line))
     for r in results:
         if getattr(r, "stages", None):
             parts = ", ".join(f"{k} {v:.1f} ms" for k, v in r.stages.items())
             typer.echo(f"{Path(r.model).name} on {r.backend}: end-to-end stages ({r.size}x"
                        f"{r.size} model, 1024x768 JPEG): {parts}")
-    if json_out is not None:
+    _write_json(json_out, results)
+
+
+def profile_models(models: list[Path], backend: str, device: str, photo: Path,
+                   warmup: int | None, iterations: int | None) -> list:
+    """Print the stage-by-stage profile of ``photo`` under each model, as Localizer runs it."""
+    from cflnet_sdk import Localizer
+    from cflnet_sdk.runtime.profile import profile_photo
+
+    results = []
+    for path in models:
+        with Localizer(path, backend=backend, device=device) as localizer:
+            typer.echo(f"{path.name} ({localizer.precision}) on {localizer.backend_name}, "
+                       f"{localizer.device}, {localizer.mode} mode, copy-move "
+                       f"{'on' if localizer.fusion else 'off'}")
+            result = profile_photo(localizer, photo, 1 if warmup is None else warmup,
+                                   3 if iterations is None else iterations)
+        typer.echo(result.format())
+        results.append(result)
+    return results
+
+
+def _write_json(path: Path | None, results: list) -> None:
+    from cflnet_sdk.fileio import write_bytes_atomic
+
+    if path is not None:
         payload = json.dumps([r.as_dict() for r in results], indent=2) + "\n"
-        write_bytes_atomic(json_out, payload.encode("utf-8"))
-        typer.echo(f"wrote {json_out}")
+        write_bytes_atomic(path, payload.encode("utf-8"))
+        typer.echo(f"wrote {path}")

@@ -17,8 +17,8 @@ import numpy as np
 import typer
 
 from cflnet_sdk.errors import CFLNetError, ConfigError
+from cflnet_sdk.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif"}
 LOSSLESS_SUFFIXES = {".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 OUTPUT_KINDS = ("mask", "overlay", "prob", "json")
 SUMMARY_NAME = "predictions.jsonl"
