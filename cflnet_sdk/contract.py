@@ -199,9 +199,10 @@ class Contract:
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """HxWxC uint8 input pixels (from ``input_pixels``) -> CxHxW float32 model input."""
-        out = np.empty((self.channels, *pixels.shape[:2]), dtype=np.float32)
+        planes = np.ascontiguousarray(pixels.transpose(2, 0, 1))  # lookups read contiguously
+        out = np.empty(planes.shape, dtype=np.float32)
         for c, table in enumerate(self._lookup_tables()):
-            np.take(table, pixels[..., c], out=out[c])
+            np.take(table, planes[c], out=out[c])
         return out
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
@@ -233,18 +234,17 @@ def error_level(rgb: np.ndarray, quality: int) -> np.ndarray:
     Regions whose compression history differs from the rest (pasted from another JPEG,
     resampled, inpainted) change by another amount when saved again. HxW uint8 (clipped at 255).
     """
+    import cv2  # here, not at the top: `import cflnet_sdk` stays light
+
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=int(quality))
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         resaved = np.asarray(decoded.convert("RGB"))
-    difference = rgb.astype(np.int16)
-    difference -= resaved
-    np.abs(difference, out=difference)
-    # Channel by channel: numpy's sum over the last axis of HxWx3 is five times slower.
-    total = difference[..., 0] + difference[..., 1]
-    total += difference[..., 2]
-    return np.minimum(total, 255).astype(np.uint8)
+    # OpenCV's saturating uint8 arithmetic is exactly min(|a - b| summed, 255), and on a 12 MP
+    # photo a third of the time numpy's int16 round trip takes.
+    red, green, blue = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), resaved))
+    return cv2.add(cv2.add(red, green), blue)
 
 
 def _resize_pillow(pixels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,12 @@ from cflnet_sdk.fusion import fuse
 from cflnet_sdk.images import ImageInput, load_image
 from cflnet_sdk.prediction import Prediction, image_score
 from cflnet_sdk.tiling import TILE_BATCH, TiledImage
+
+if TYPE_CHECKING:
+    from cflnet_sdk.runtime.copymove import CopyMoveEvidence
+
+# Copy-move analyses of different images at once, at most (each holds a few hundred MB).
+COPY_MOVE_WORKERS = 2
 
 
 class ResizedOutput:
@@ -61,11 +67,13 @@ class ResizedImage(ResizedOutput):
 
 @dataclass
 class Prepared:
-    """One decoded image and its model inputs (one, or its tiles), which collect the outputs."""
+    """One decoded image and its model inputs (one, or its tiles), which collect the outputs;
+    its copy-move analysis, when the verdict fuses one, runs meanwhile."""
 
     rgb: np.ndarray
     inputs: ResizedImage | TiledImage
     source: str | None
+    copy_move: Future[CopyMoveEvidence] | None = None
 
 
 class Localizer:
@@ -83,7 +91,10 @@ class Localizer:
     ``copy_move`` fuses copy-move evidence (:mod:`cflnet_sdk.fusion`) into every verdict, the
     same way whatever the backend: None takes the contract's choice (on for a model calibrated
     with it, such as the shipped default), True or False forces it.
-    ``predict`` may be called from many threads at once.
+    Without ``path``, the shipped default model for ``device`` (:mod:`cflnet_sdk.default_model`:
+    its INT8 file on CPUs with 8-bit dot products, else float32).
+    The copy-move analysis of an image starts as soon as it is decoded and runs beside the
+    network on other threads. ``predict`` may be called from many threads at once.
     """
 
     def __init__(self, path: str | Path | None = None, backend: str = "auto",
@@ -96,7 +107,7 @@ class Localizer:
 
         if tile_batch < 1:
             raise ConfigError(f"tile_batch must be at least 1, got {tile_batch}")
-        self.path = Path(path) if path is not None else require_default_model()
+        self.path = Path(path) if path is not None else require_default_model(device)
         self.backend = open_backend(self.path, backend, device, contract)
         self._contract = self.backend.contract if mode is None else \
             replace(self.backend.contract, mode=mode)
@@ -111,9 +122,10 @@ class Localizer:
         self.copy_move = self.contract.copy_move_threshold is not None if copy_move is None \
             else copy_move
         # The copy-move evidence fused into every verdict, or None (public so profiles can time it).
-        self.fusion = CopyMoveFusion(self.contract) if self.copy_move else None
         self._lock = None if self.backend.thread_safe else threading.Lock()
         self._workers = workers or min(8, cpu_count())
+        self.fusion = CopyMoveFusion(self.contract, min(COPY_MOVE_WORKERS, self._workers)) \
+            if self.copy_move else None
 
     # -- what is loaded ------------------------------------------------------------------
     @property
@@ -210,8 +222,9 @@ class Localizer:
         """Decode and preprocess one image with the model's contract and mode."""
         rgb = load_image(image)
         source = str(image) if isinstance(image, (str, Path)) else None
+        copy_move = None if self.fusion is None else self.fusion.start(rgb)
         kind = TiledImage if self.mode == "tile" else ResizedImage
-        return Prepared(rgb, kind(rgb, self.contract), source)
+        return Prepared(rgb, kind(rgb, self.contract), source, copy_move)
 
     def infer(self, prepared: list[Prepared]) -> None:
         """Run the model on every input of ``prepared``; each collects its outputs.
@@ -255,13 +268,18 @@ class Localizer:
                                 decision_threshold=self.decision_threshold)
         if self.fusion is None:
             return prediction
-        return self.fusion(prediction, prepared.rgb)
+        found = prepared.copy_move.result() if prepared.copy_move is not None else \
+            self.fusion.detector.analyse(prepared.rgb)
+        return self.fusion(prediction, found)
 
     def close(self) -> None:
-        """Release the backend's device memory now instead of at garbage collection."""
+        """Release the backend's device memory and the copy-move threads now instead of at
+        garbage collection."""
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
+        if self.fusion is not None:
+            self.fusion.close()
 
     def __enter__(self) -> Localizer:
         return self
@@ -271,17 +289,30 @@ class Localizer:
 
 
 class CopyMoveFusion:
-    """Adds copy-move evidence to a network's prediction (:mod:`cflnet_sdk.fusion`)."""
+    """Adds copy-move evidence to a network's prediction (:mod:`cflnet_sdk.fusion`).
 
-    def __init__(self, contract: Contract) -> None:
+    The analysis runs on its own threads (``start``), so on a CPU it fills the cores the
+    network's single-threaded neighbours (decoding, error levels, tiling) leave idle, and on a
+    GPU it runs while the device works. Few threads: each analysis of a large photo holds a
+    few hundred MB.
+    """
+
+    def __init__(self, contract: Contract, workers: int = 1) -> None:
         from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD, CopyMoveDetector
 
         self.detector = CopyMoveDetector()
         self.threshold = contract.copy_move_threshold if \
             contract.copy_move_threshold is not None else SCORE_THRESHOLD
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cflnet-copy-move")
 
-    def __call__(self, prediction: Prediction, rgb: np.ndarray) -> Prediction:
-        found = self.detector.analyse(rgb)
+    def start(self, rgb: np.ndarray) -> Future[CopyMoveEvidence]:
+        """Begin the analysis of ``rgb`` now; ``Future.result()`` gives its evidence."""
+        return self._pool.submit(self.detector.analyse, rgb)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __call__(self, prediction: Prediction, found: CopyMoveEvidence) -> Prediction:
         probability, score = fuse(prediction.probability, prediction.score, found.probability,
                                   found.score, self.threshold, prediction.decision)
         return replace(prediction, probability=probability, score=score,

@@ -11,6 +11,7 @@ back at exactly the image's size. numpy only: every backend runs the same tiles.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -67,6 +68,17 @@ def downscaled_size(height: int, width: int, max_pixels: int) -> tuple[int, int]
     return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
 
 
+@functools.lru_cache(maxsize=64)
+def tile_weights(tile_height: int, tile_width: int, overlap: int, rows: tuple[bool, bool],
+                 columns: tuple[bool, bool]) -> np.ndarray:
+    """Read-only blending weights of a tile; ``rows`` and ``columns`` say whether it is first
+    and last along each axis. Nine kinds of tile per grid, so they are computed once."""
+    weights = np.outer(blend_profile(tile_height, overlap, *rows),
+                       blend_profile(tile_width, overlap, *columns)).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
+
+
 @dataclass(frozen=True)
 class TileGrid:
     """The tiles covering a ``height x width`` image, numbered row by row."""
@@ -97,20 +109,22 @@ class TileGrid:
         return divmod(index, len(self.xs))
 
     def cut(self, pixels: np.ndarray, index: int) -> np.ndarray:
-        """Tile ``index`` of HxWxC ``pixels``, mirrored where it reaches past the image."""
+        """Tile ``index`` of HxWxC ``pixels``, mirrored where it reaches past the image (a view
+        of ``pixels`` where it does not)."""
         row, column = self.position(index)
         y, x = self.ys[row], self.xs[column]
+        if y + self.tile_height <= self.height and x + self.tile_width <= self.width:
+            return pixels[y:y + self.tile_height, x:x + self.tile_width]
         rows = reflect(np.arange(y, y + self.tile_height), self.height)
         columns = reflect(np.arange(x, x + self.tile_width), self.width)
         return pixels[rows[:, None], columns[None, :]]
 
     def weights(self, index: int) -> np.ndarray:
-        """Blending weights of tile ``index`` (tile-sized float32)."""
+        """Blending weights of tile ``index`` (tile-sized float32, shared: do not modify)."""
         row, column = self.position(index)
-        wy = blend_profile(self.tile_height, self.overlap, row == 0, row == len(self.ys) - 1)
-        wx = blend_profile(self.tile_width, self.overlap, column == 0,
-                           column == len(self.xs) - 1)
-        return np.outer(wy, wx).astype(np.float32)
+        return tile_weights(self.tile_height, self.tile_width, self.overlap,
+                            (row == 0, row == len(self.ys) - 1),
+                            (column == 0, column == len(self.xs) - 1))
 
     def blend(self, canvas: np.ndarray, index: int, probability: np.ndarray) -> None:
         """Add tile ``index``'s weighted probability to the HxW ``canvas`` (inside part only)."""

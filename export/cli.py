@@ -40,6 +40,9 @@ def onnx_command(
                                     "in tile mode); default: the checkpoint's contract size."),
     mode: str | None = typer.Option(None, "--mode", help="resize | tile: the mode runtimes use "
                                     "by default; default: the checkpoint's."),
+    tile_overlap: int | None = typer.Option(None, "--tile-overlap", min=0, help="Tile mode: "
+                                            "pixels neighbouring tiles share (a multiple of 8; "
+                                            "less is faster); default: the checkpoint's."),
     dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--static",
                                        help="Batch dimension symbolic, or fixed to 1."),
     dynamic_shape: bool = typer.Option(False, "--dynamic-shape",
@@ -68,7 +71,7 @@ def onnx_command(
     net, sha = resolve_model(model)
     proto = build_onnx(net, size=size, dynamic_batch=dynamic_batch, dynamic_shape=dynamic_shape,
                        opset=opset, simplify=simplify, source_sha256=sha,
-                       mode=mode)  # type: ignore[arg-type]
+                       mode=mode, tile_overlap=tile_overlap)  # type: ignore[arg-type]
     calibration = None
     if precision == "int8":
         calibration = calibrate(proto, calib, calib_count)
@@ -82,19 +85,28 @@ def onnx_command(
         variant = store_weights_fp16(variant)
     save_onnx(variant, output)
     typer.echo(f"wrote {output} ({precision}, {output.stat().st_size / 1e6:.1f} MB)")
+    if net.contract.decision_threshold is not None and \
+            _contract_of(variant).decision_threshold is None:
+        typer.echo("the export changes the maps (size, mode or tile overlap): its verdict "
+                   "decides at the mask threshold until `cflnet calibrate` sets an operating "
+                   "point")
     checked_as = "fp16" if weights_fp16 else precision  # half weights: fp16 tolerances
     if verify and not verify_export(net, output, checked_as, dynamic_batch, dynamic_shape):
         raise typer.Exit(1)
 
 
-def calibrate(proto, folder: Path | None, count: int) -> Calibration:
-    """Calibration inputs for the exported graph's contract, reporting every file skipped."""
+def _contract_of(proto):
     from cflnet_sdk.contract import Contract
-    from cflnet_sdk.export.calibration import collect_calibration
     from cflnet_sdk.metadata import CONTRACT_KEY
 
-    metadata = {p.key: p.value for p in proto.metadata_props}
-    calibration = collect_calibration(Contract.from_json(metadata[CONTRACT_KEY]), folder, count)
+    return Contract.from_json({p.key: p.value for p in proto.metadata_props}[CONTRACT_KEY])
+
+
+def calibrate(proto, folder: Path | None, count: int) -> Calibration:
+    """Calibration inputs for the exported graph's contract, reporting every file skipped."""
+    from cflnet_sdk.export.calibration import collect_calibration
+
+    calibration = collect_calibration(_contract_of(proto), folder, count)
     for line in calibration.lines():
         typer.echo(line)
     return calibration

@@ -62,15 +62,20 @@ def cpu_float32(model: CFLNet) -> CFLNet:
     return copy.deepcopy(model).float().cpu()
 
 
-def export_contract(contract: Contract, size: Size | None, mode: Mode | None = None
-                    ) -> Contract:
-    """The model's contract with the export size and mode (each overrides the trained one)."""
+def export_contract(contract: Contract, size: Size | None, mode: Mode | None = None,
+                    tile_overlap: int | None = None) -> Contract:
+    """The model's contract with the export size, mode and tile overlap (each overrides the
+    trained one). Any of them changes the maps, so a changed contract drops the operating
+    point the checkpoint was calibrated at: calibrate the exported file anew."""
+    exported = contract
     if mode is not None:
-        contract = replace(contract, mode=mode)
-    if size is None:
-        return contract
-    height, width = (size, size) if isinstance(size, int) else size
-    return contract.with_size(int(height), int(width))
+        exported = replace(exported, mode=mode)
+    if tile_overlap is not None:
+        exported = replace(exported, tile_overlap=tile_overlap)
+    if size is not None:
+        height, width = (size, size) if isinstance(size, int) else size
+        exported = exported.with_size(int(height), int(width))
+    return contract if exported == contract else exported.uncalibrated()
 
 
 def file_metadata(model: CFLNet, contract: Contract, source_sha256: str,
@@ -172,7 +177,7 @@ def save_onnx(proto: onnx.ModelProto, output: str | Path) -> Path:
 def build_onnx(model: CFLNet | str | Path, *, size: Size | None = None,
                dynamic_batch: bool = True, dynamic_shape: bool = False, opset: int = 17,
                simplify: bool = True, source_sha256: str | None = None,
-               mode: Mode | None = None) -> onnx.ModelProto:
+               mode: Mode | None = None, tile_overlap: int | None = None) -> onnx.ModelProto:
     """The fp32 model proto with metadata, not yet written (see ``export_onnx``).
 
     ``source_sha256`` names the checkpoint an in-memory model was loaded from.
@@ -183,7 +188,7 @@ def build_onnx(model: CFLNet | str | Path, *, size: Size | None = None,
         raise ConfigError(f"opset {opset} is too old: the exporter needs opset 13 or newer")
     net, own_sha256 = resolve_model(model)
     source_sha256 = own_sha256 if source_sha256 is None else source_sha256
-    contract = export_contract(net.contract, size, mode)
+    contract = export_contract(net.contract, size, mode, tile_overlap)
     contract.check_channels(3 + net.config.extra_channels,
                             model if isinstance(model, (str, Path)) else None)
     if contract.mode == "tile" and dynamic_shape:
@@ -206,14 +211,17 @@ def build_onnx(model: CFLNet | str | Path, *, size: Size | None = None,
 
 def export_onnx(model: CFLNet | str | Path, output: str | Path, *, size: Size | None = None,
                 dynamic_batch: bool = True, dynamic_shape: bool = False, opset: int = 17,
-                simplify: bool = True, mode: Mode | None = None) -> Path:
+                simplify: bool = True, mode: Mode | None = None,
+                tile_overlap: int | None = None) -> Path:
     """Export ``CFLNetInference`` of ``model`` (a CFLNet or a ``.safetensors`` path) to ONNX.
 
     Input ``image`` float32 (N, C, H, W) normalised by the contract (C = contract.channels);
     output ``probability`` float32 (N, 1, H, W). ``size`` sets the export height/width (the
-    tile size in tile mode) written into the contract, ``mode`` the default mode runtimes use;
+    tile size in tile mode) written into the contract, ``mode`` the default mode runtimes use,
+    ``tile_overlap`` how far tiles overlap in tile mode (fewer tiles, faster, when smaller);
     ``dynamic_shape`` also lets H and W vary at run time (multiples of 32; not in tile mode).
     """
     proto = build_onnx(model, size=size, dynamic_batch=dynamic_batch,
-                       dynamic_shape=dynamic_shape, opset=opset, simplify=simplify, mode=mode)
+                       dynamic_shape=dynamic_shape, opset=opset, simplify=simplify, mode=mode,
+                       tile_overlap=tile_overlap)
     return save_onnx(proto, output)

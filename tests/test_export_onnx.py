@@ -166,3 +166,17 @@ def test_unreadable_onnx_names_the_file(tmp_path):
     bad.write_bytes(b"\x00garbage\xff" * 10)
     with pytest.raises(ModelFileError, match=r"bad\.onnx: not a readable ONNX model"):
         read_metadata(bad)
+
+
+def test_export_contract_overrides_and_drops_an_operating_point_the_maps_no_longer_match():
+    from cflnet_sdk.contract import Contract
+    from cflnet_sdk.export.onnx import export_contract
+
+    calibrated = Contract(mode="tile", decision_threshold=0.9, false_alarm_rate=0.05,
+                          copy_move_threshold=0.5)
+    assert export_contract(calibrated, None) == calibrated
+    assert export_contract(calibrated, 256, "tile", 64) == calibrated  # nothing changes
+    faster = export_contract(calibrated, None, tile_overlap=32)
+    assert faster.tile_overlap == 32 and faster.decision_threshold is None
+    assert faster.copy_move_threshold is None and faster.false_alarm_rate is None
+    assert export_contract(calibrated, 128).size == (128, 128)

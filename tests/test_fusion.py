@@ -72,6 +72,25 @@ def test_localizer_fuses_copy_move_evidence_when_asked(tile_onnx):
     assert (overlay == (255, 220, 0)).all(axis=2).any()  # the link between source and copy
 
 
+def test_copy_move_runs_beside_the_network_and_batches_fuse_the_same(tile_onnx):
+    from cflnet_sdk import Localizer
+    from cflnet_sdk.runtime.copymove import CopyMoveDetector
+
+    rgb, _ = cloned_photo()
+    with Localizer(tile_onnx, copy_move=True) as localizer:
+        prepared = localizer.prepare(rgb)
+        assert prepared.copy_move is not None  # started at decode, before the network runs
+        localizer.infer([prepared])
+        alone = localizer.finish(prepared)
+        batch = localizer.predict_batch([rgb, rgb[:, ::-1].copy(), rgb], batch_size=2)
+    expected = CopyMoveDetector().analyse(rgb)
+    assert alone.copy_move.score == expected.score
+    assert np.array_equal(alone.evidence["copy-move"], expected.probability)
+    for result in (batch[0], batch[2]):
+        assert np.array_equal(result.probability, alone.probability)
+    assert batch[1].copy_move is not None
+
+
 def test_cli_predict_reports_copy_move_pairs(tile_checkpoint, tmp_path):
     """A model calibrated with copy-move evidence fuses it in `cflnet predict` by itself."""
     from cflnet_sdk.training.calibrate import with_decision
