@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cflnet_sdk import Localizer
 from cflnet_sdk.cli import app
 from cflnet_sdk.errors import ModelFileError
 from cflnet_sdk.runtime.benchmark import plan_runs
@@ -75,3 +76,30 @@ def test_a_file_no_listed_backend_runs_is_an_error_naming_it(fp32_and_fp16, tmp_
         plan_runs([fp32_and_fp16[0]], ["onnxruntime", "torch"], 64, tmp_path)
     assert plan_runs(list(fp32_and_fp16), None, 64, tmp_path) == [
         (fp32_and_fp16[0], "onnxruntime"), (fp32_and_fp16[1], "onnxruntime")]
+
+
+def test_profile_times_every_stage_of_predict_on_a_photo(tile_onnx, photo_files, tmp_path):
+    from cflnet_sdk.tiling import tile_count
+    from cflnet_sdk.training.calibrate import with_decision
+
+    model = tmp_path / "fused.onnx"  # a verdict with copy-move evidence, as the default's
+    with_decision(tile_onnx, 0.9, 0.05, model, copy_move_threshold=0.5)
+    report = tmp_path / "profile.json"
+    out = CliRunner().invoke(app, ["benchmark", "--model", str(model), "--profile",
+                                   str(photo_files["jpeg"]), "--warmup", "0", "--iterations",
+                                   "1", "--json", str(report)])
+    assert out.exit_code == 0, out.output
+    stages = ["decode", "input channels", "tiles", "network", "blend", "map and score",
+              "copy-move", "fusion"]
+    assert all(stage in out.output for stage in stages), out.output
+    assert "copy-move on" in out.output and "predict (measured)" in out.output
+    (row,) = json.loads(report.read_text())
+    assert list(row["stages_ms"]) == stages and min(row["stages_ms"].values()) > 0
+    assert row["predict_ms"] > 0 and row["peak_rss_mb"] > 0
+    assert row["units"] == tile_count(row["height"], row["width"], Localizer(model).contract)
+
+
+def test_profile_of_a_missing_photo_is_an_error_naming_it(fp32_and_fp16, tmp_path):
+    out = CliRunner().invoke(app, ["benchmark", "--model", str(fp32_and_fp16[0]), "--profile",
+                                   str(tmp_path / "nope.jpg")])
+    assert out.exit_code == 2 and "nope.jpg" in out.output

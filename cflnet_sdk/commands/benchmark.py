@@ -48,11 +48,11 @@ def benchmark(
                                       "first (default 3; 1 in tile mode)."),
     iterations: int | None = typer.Option(None, "--iterations", min=1, help="Timed calls per "
                                           "backend (default 20; 3 in tile mode)."),
-    profile: Path | None = typer.Option(None, "--profile", help="Time each stage of predict on "
-                                        "this photo (decode, input channels, tiles, network, "
-                                        "blend, map and score, copy-move, fusion) as "
-                                        "Localizer(MODEL) runs it by default; --mode, "
-                                        "--batch-sizes and --megapixels do not apply."),
+    profile: Path | None = typer.Option(
+        None, "--profile", exists=True, dir_okay=False,
+        help="Time each stage of predict on this photo (decode, input channels, tiles, "
+             "network, blend, map and score, copy-move, fusion) as Localizer(MODEL) runs it "
+             "by default; --mode, --batch-sizes and --megapixels do not apply."),
 ) -> None:
     """Time model files side by side in one process (interleaved, so load affects all alike).
 
