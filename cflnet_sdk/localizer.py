@@ -91,8 +91,6 @@ class Localizer:
     ``copy_move`` fuses copy-move evidence (:mod:`cflnet_sdk.fusion`) into every verdict, the
     same way whatever the backend: None takes the contract's choice (on for a model calibrated
     with it, such as the shipped default), True or False forces it.
-    Without ``path``, the shipped default model for ``device`` (:mod:`cflnet_sdk.default_model`:
-    its INT8 file on CPUs with 8-bit dot products, else float32).
     The copy-move analysis of an image starts as soon as it is decoded and runs beside the
     network on other threads. ``predict`` may be called from many threads at once.
     """
@@ -107,7 +105,7 @@ class Localizer:
 
         if tile_batch < 1:
             raise ConfigError(f"tile_batch must be at least 1, got {tile_batch}")
-        self.path = Path(path) if path is not None else require_default_model(device)
+        self.path = Path(path) if path is not None else require_default_model()
         self.backend = open_backend(self.path, backend, device, contract)
         self._contract = self.backend.contract if mode is None else \
             replace(self.backend.contract, mode=mode)

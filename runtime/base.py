@@ -10,6 +10,7 @@ library at module level (``import cflnet_sdk`` and ``cflnet --help`` stay instan
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -112,6 +113,17 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags as Linux reports them (/proc/cpuinfo); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
 
 
 def parse_device(device: str) -> tuple[str, int]:

@@ -2,9 +2,7 @@
 # Turn a training run into the shipped default model and measure it for the model card.
 # Usage: scripts/build_default_model.sh CHECKPOINT
 # Writes cflnet_sdk/models/cflnet_default.{onnx,safetensors} (float16-stored weights) with the
-# image-level operating point chosen by `cflnet calibrate` on unedited photos, its INT8 CPU
-# variant cflnet_default-int8-cpu.onnx (tiles overlapping by 32, its own operating point; what
-# Localizer() runs on VNNI/AMX CPUs), and
+# image-level operating point chosen by `cflnet calibrate` on unedited photos, and
 # docs/model-card-metrics.json (held-out synthetic set, real forgeries, unedited photos as they
 # are and re-saved at JPEG q75, training-free baselines); prints the sha256 and speed figures
 # the card quotes. FALSE_ALARMS: the share of unedited calibration photos the verdict may call
@@ -60,28 +58,6 @@ save_checkpoint(load_checkpoint(sys.argv[1]), sys.argv[3], half=True)
 decided = Contract.from_json(read_metadata(sys.argv[2])[CONTRACT_KEY])
 with_decision(sys.argv[3], decided.decision_threshold, decided.false_alarm_rate, sys.argv[3])
 PY
-# The CPU default: INT8 (u8s8), calibrated on training photos only (the held-out unedited ones
-# excluded), tiles overlapping by 32 instead of 64 (a quarter fewer tiles), its own decision.
-calib_photos="${TMPDIR:-/tmp}/cflnet-int8-calibration-photos"
-rm -rf "$calib_photos" && mkdir -p "$calib_photos"
-python - "$photos" "$calib_photos" <<'PY'
-import sys
-from pathlib import Path
-sys.path.insert(0, "scripts")
-from unedited_validation import listed_photos
-from cflnet_sdk.training.data.sources import PHOTO_SUFFIXES, in_held_out
-photos, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
-listed = listed_photos()
-for path in sorted(photos.rglob("*")):
-    if path.suffix.lower() in PHOTO_SUFFIXES and not in_held_out(path.name) \
-            and path.relative_to(photos).as_posix() not in listed:
-        (out / f"{path.parent.name}-{path.name}").symlink_to(path)
-PY
-cflnet-export onnx "$checkpoint" -o "$models/cflnet_default-int8-cpu.onnx" --precision int8 \
-  --int8-target cpu --calib "$calib_photos" --tile-overlap 32 --no-verify
-cflnet calibrate "$models/cflnet_default-int8-cpu.onnx" --unedited "$unedited" \
-  --unedited "$split/authentic-selection" --resave-jpeg 75 --false-alarms "${FALSE_ALARMS:-0.05}" \
-  -o "$models/cflnet_default-int8-cpu.onnx"
 # Synthetic forgeries of photos training never saw (the held-out tenth), edits anywhere.
 rm -rf "$held_out" "$held_out_v1"
 cflnet synth --out "$held_out" --count 320 --seed 20261125 --size 320 --native \
@@ -95,11 +71,7 @@ COLUMNS=200 cflnet evaluate --model "$models/cflnet_default.onnx" --data "$held_
   --data "$split/misd-rest" --data "$real_val/noso" --data "$real_val/authentic" \
   --data "$split/authentic-rest" --data "$unedited" --resave-jpeg 75 \
   --json docs/model-card-metrics.json
-COLUMNS=200 cflnet evaluate --model "$models/cflnet_default-int8-cpu.onnx" \
-  --data "$real_val/misd" --data "$split/misd-rest" --data "$real_val/noso" \
-  --data "$real_val/authentic" --data "$split/authentic-rest" --data "$unedited" \
-  --resave-jpeg 75 --json docs/verdict-metrics-int8-cpu.json
 cflnet benchmark --mode tile --model "$models/cflnet_default.onnx" \
   --model "$models/cflnet_default.safetensors" --megapixels 1,4 --warmup 1 --iterations 3
-sha256sum "$models"/cflnet_default*
+sha256sum "$models"/cflnet_default.*
 python tests/default_model_reference.py   # pin the shipped model's answer for the tests

@@ -1,7 +1,7 @@
 """The fixed input on which the shipped default model's predictions are pinned.
 
-`scripts/build_default_model.sh` records each shipped file's answer in tests/data/ when it
-ships a model; tests/test_default_model.py checks that the package still gives those answers.
+`scripts/build_default_model.sh` records the model's answer in tests/data/ when it ships a
+model; tests/test_default_model.py checks that the package still gives that answer.
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ def reference_image() -> np.ndarray:
     return load_image(REFERENCE_IMAGE)
 
 
-def pinned(path: Path) -> dict[str, float]:
-    """The recorded answer of the shipped file ``path``."""
-    return json.loads(REFERENCE.read_text())[path.name]
-
-
 def answer(localizer) -> dict[str, float]:
     prediction = localizer.predict(reference_image())
     return {"score": prediction.score,
@@ -35,13 +30,10 @@ def answer(localizer) -> dict[str, float]:
             "mask_fraction": float(prediction.mask.mean())}
 
 
-if __name__ == "__main__":  # record the answers of the shipped model files
+if __name__ == "__main__":  # record the current default model's answer
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from cflnet_sdk import Localizer
-    from cflnet_sdk.default_model import DEFAULT_CPU_MODEL, DEFAULT_MODEL
 
-    files = [path for path in (DEFAULT_MODEL, DEFAULT_CPU_MODEL) if path.is_file()]
     REFERENCE.parent.mkdir(exist_ok=True)
-    REFERENCE.write_text(json.dumps({path.name: answer(Localizer(path, device="cpu"))
-                                     for path in files}, indent=2) + "\n")
+    REFERENCE.write_text(json.dumps(answer(Localizer()), indent=2) + "\n")
     print(REFERENCE.read_text())

@@ -81,6 +81,33 @@ def test_provider_plan_orders_gpu_providers_first_and_honours_the_device():
         ortb.provider_plan("cuda", [ortb.CPU_EP])
 
 
+def test_openvino_runs_the_cpu_side_in_bfloat16_where_the_cpu_has_it(monkeypatch):
+    every = [ortb.TRT_EP, ortb.CUDA_EP, ortb.OPENVINO_EP, ortb.CPU_EP]
+    assert [p for p, _ in ortb.provider_plan("auto", every)] == every
+    assert [p for p, _ in ortb.provider_plan("cpu", every)] == [ortb.OPENVINO_EP, ortb.CPU_EP]
+    monkeypatch.setattr(ortb, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    options = dict(ortb.provider_plan("cpu", every))[ortb.OPENVINO_EP]
+    assert options["device_type"] == "CPU" and '"INFERENCE_PRECISION_HINT": "bf16"' in \
+        options["load_config"]
+    monkeypatch.setattr(ortb, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert ortb.openvino_options() == {"device_type": "CPU"}  # no native bf16: float32
+
+
+def test_openvino_maps_match_onnx_runtime_float32(tile_onnx):
+    import onnxruntime as ort
+
+    if ortb.OPENVINO_EP not in ort.get_available_providers():
+        pytest.skip("onnxruntime-openvino is not installed (pip install 'cflnet-sdk[openvino]')")
+    openvino = open_backend(tile_onnx, device="cpu")
+    shape = (4, openvino.contract.channels, *openvino.contract.size)
+    batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    assert openvino.providers[0] == ortb.OPENVINO_EP
+    assert openvino.precision == ("bf16" if "load_config" in ortb.openvino_options() else "fp32")
+    reference = ortb.OnnxRuntimeBackend(ortb.create_session(tile_onnx, [(ortb.CPU_EP, {})]),
+                                        openvino.contract)
+    assert np.abs(openvino.run(batch) - reference.run(batch)).max() < 0.05
+
+
 def test_session_is_tuned_for_the_cores_we_have():
     import onnxruntime as ort
 

@@ -12,14 +12,9 @@ import numpy as np
 import pytest
 
 from cflnet_sdk import Localizer
-from cflnet_sdk.default_model import (
-    DEFAULT_CPU_MODEL,
-    DEFAULT_MODEL,
-    cpu_has_int8_dot_product,
-    default_model_path,
-)
+from cflnet_sdk.default_model import default_model_path
 from cflnet_sdk.fileio import sha256_file
-from tests.default_model_reference import answer, pinned, reference_image
+from tests.default_model_reference import REFERENCE, answer, reference_image
 
 CARD = Path(__file__).parent.parent / "docs" / "model-card.md"
 MODELS = Path(__file__).parent.parent / "cflnet_sdk" / "models"
@@ -30,46 +25,23 @@ pytestmark = pytest.mark.skipif(default_model_path() is None,
 
 def test_model_card_names_the_shipped_files_by_sha256():
     card = CARD.read_text()
-    for path in sorted(MODELS.glob("cflnet_default*")):
+    for path in sorted(MODELS.glob("cflnet_default.*")):
         match = re.search(rf"{re.escape(path.name)}.*?sha256 `([0-9a-f]{{64}})`", card)
         assert match, f"docs/model-card.md does not give the sha256 of {path.name}"
         assert match.group(1) == sha256_file(path)
 
 
 def test_shipped_files_fit_the_size_budget():
-    # float32 ONNX (weights stored as float16), INT8 CPU ONNX, half-precision checkpoint
-    assert sum(p.stat().st_size for p in MODELS.glob("cflnet_default*")) <= 64e6
+    assert sum(p.stat().st_size for p in MODELS.glob("cflnet_default.*")) <= 50e6
 
 
-# INT8 sums are exact, but requantisation kernels differ between CPUs: a looser pin.
-TOLERANCE = {DEFAULT_MODEL.name: 1e-4, DEFAULT_CPU_MODEL.name: 5e-3}
-
-
-def assert_pinned(got: dict[str, float], path) -> None:
-    for key, value in pinned(path).items():
-        assert got[key] == pytest.approx(value, abs=TOLERANCE[path.name]), (path.name, key)
-
-
-@pytest.mark.parametrize("path", [DEFAULT_MODEL, DEFAULT_CPU_MODEL], ids=lambda p: p.name)
-def test_each_shipped_file_gives_its_pinned_answer(path):
-    if not path.is_file():
-        pytest.skip(f"this build ships no {path.name}")
-    if path == DEFAULT_CPU_MODEL and not cpu_has_int8_dot_product():
-        pytest.skip("this CPU has no VNNI/AMX: its u8s8 INT8 results may saturate, and "
-                    "Localizer() runs the float32 file here")
-    assert_pinned(answer(Localizer(path, device="cpu")), path)
-
-
-def test_default_localizer_runs_the_file_for_its_device(monkeypatch):
-    from cflnet_sdk import default_model
-
+def test_default_localizer_gives_the_pinned_answer():
     localizer = Localizer()
     assert localizer.path == default_model_path() and localizer.backend_name == "onnxruntime"
-    assert default_model_path("cuda:0") == DEFAULT_MODEL
-    for has_int8, expected in ((False, DEFAULT_MODEL), (True, DEFAULT_CPU_MODEL)):
-        monkeypatch.setattr(default_model, "cpu_has_int8_dot_product", lambda v=has_int8: v)
-        assert default_model_path("cpu") == (expected if DEFAULT_CPU_MODEL.is_file()
-                                             else DEFAULT_MODEL)
+    expected = json.loads(REFERENCE.read_text())
+    got = answer(localizer)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-4), key
 
 
 def test_checkpoint_and_onnx_agree():
@@ -94,8 +66,8 @@ def test_cflnet_predict_without_model_uses_the_default(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = [json.loads(line) for line in
                (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
-    path = default_model_path()
-    assert summary[0]["score"] == pytest.approx(pinned(path)["score"], abs=TOLERANCE[path.name])
+    assert summary[0]["score"] == pytest.approx(json.loads(REFERENCE.read_text())["score"],
+                                                abs=1e-4)
 
 
 def test_lean_runtime_runs_the_default_model_without_torch():
@@ -104,8 +76,9 @@ def test_lean_runtime_runs_the_default_model_without_torch():
             "from cflnet_sdk import Localizer\n"
             "from tests.default_model_reference import answer\n"
             "print(json.dumps(answer(Localizer())))")
-    path = default_model_path()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, cwd=CARD.parent.parent)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_pinned(json.loads(done.stdout), path)
+    got = json.loads(done.stdout)
+    for key, value in json.loads(REFERENCE.read_text()).items():
+        assert got[key] == pytest.approx(value, abs=1e-4), key

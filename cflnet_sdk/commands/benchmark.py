@@ -66,7 +66,7 @@ def benchmark(
         run_tile_benchmark,
     )
 
-    models = list(model) or [require_default_model(device)]
+    models = list(model) or [require_default_model()]
     if profile is not None:
         results = profile_models(models, backend, device, profile, warmup, iterations)
         _write_json(json_out, results)

@@ -59,7 +59,7 @@ def evaluate(
         raise ConfigError("--baselines-only scores no model: drop --model, or drop "
                           "--baselines-only (models are always shown beside the baselines)")
     console = Console()
-    models = [] if baselines_only else model or [require_default_model(device)]
+    models = [] if baselines_only else model or [require_default_model()]
     sets = [(path, quality) for path in data for quality in [None, *(resave_jpeg or [])]]
     baselines = {}
     for data_path, quality in sets:  # once per dataset, whatever the number of models
