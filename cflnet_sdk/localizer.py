@@ -221,8 +221,12 @@ class Localizer:
         rgb = load_image(image)
         source = str(image) if isinstance(image, (str, Path)) else None
         copy_move = None if self.fusion is None else self.fusion.start(rgb)
+        return Prepared(rgb, self.model_inputs(rgb), source, copy_move)
+
+    def model_inputs(self, rgb: np.ndarray) -> ResizedImage | TiledImage:
+        """The model inputs of a decoded image (one, or its tiles), which collect the outputs."""
         kind = TiledImage if self.mode == "tile" else ResizedImage
-        return Prepared(rgb, kind(rgb, self.contract), source, copy_move)
+        return kind(rgb, self.contract)
 
     def infer(self, prepared: list[Prepared]) -> None:
         """Run the model on every input of ``prepared``; each collects its outputs.

@@ -1,10 +1,11 @@
 """Where the time of one ``predict`` goes, stage by stage: ``cflnet benchmark --profile PHOTO``.
 
-``Localizer.predict`` is ``prepare`` (decode, input channels), ``infer`` (tiles cut and
-normalised, network calls, blending) and ``finish`` (full-size map and score, copy-move
-evidence, fusion). Each stage is timed on its own through the Localizer's public steps, in
-the order ``predict`` runs them, and the whole ``predict`` is timed beside them, so the parts
-can be checked against the total they should add up to.
+``Localizer.predict`` is ``prepare`` (decode, input channels; the copy-move analysis starts
+there), ``infer`` (tiles cut and normalised, network calls, blending) and ``finish`` (full-size
+map and score, copy-move evidence, fusion). Each stage is timed on its own, one after the other
+through the Localizer's public parts, so no stage shares the cores with another; the whole
+``predict`` is timed beside them, and it takes less than their sum where the copy-move analysis
+overlaps the network.
 """
 
 from __future__ import annotations
@@ -85,8 +86,7 @@ def profile_round(localizer: Any, photo: Path, watch: Stopwatch) -> None:
 
     watch.new_round()
     rgb = watch.time("decode", load_image, photo)
-    prepared = watch.time("input channels", localizer.prepare, rgb)
-    inputs = prepared.inputs
+    inputs = watch.time("input channels", localizer.model_inputs, rgb)
     step = localizer.tile_batch if localizer.mode == "tile" else 1
     for start in range(0, len(inputs), step):
         indices = range(start, min(start + step, len(inputs)))
