@@ -79,8 +79,9 @@ class Stopwatch:
         return {name: float(np.median([r[name] for r in self.rounds])) for name in names}
 
 
-def profile_round(localizer: Any, photo: Path, watch: Stopwatch) -> None:
-    """One ``predict`` of ``photo``, every stage timed into ``watch``."""
+def profile_round(localizer: Any, photo: Path, watch: Stopwatch) -> tuple[int, int, int]:
+    """One ``predict`` of ``photo``, every stage timed into ``watch``; returns the photo's
+    height and width and how many model inputs it took."""
     from cflnet_sdk.fusion import fuse
     from cflnet_sdk.images import load_image
 
@@ -100,6 +101,7 @@ def profile_round(localizer: Any, photo: Path, watch: Stopwatch) -> None:
         found = watch.time("copy-move", fusion.detector.analyse, rgb)
         watch.time("fusion", fuse, probability, score, found.probability, found.score,
                    fusion.threshold, localizer.decision_threshold)
+    return (*rgb.shape[:2], len(inputs))
 
 
 def _stacked_inputs(inputs: Any, indices: range) -> np.ndarray:
@@ -108,9 +110,7 @@ def _stacked_inputs(inputs: Any, indices: range) -> np.ndarray:
 
 def profile_photo(localizer: Any, photo: Path, warmup: int = 1, iterations: int = 3) -> Profile:
     """Median stage times and ``predict`` time of ``photo`` (rounds interleaved with predicts)."""
-    from cflnet_sdk.images import load_image
     from cflnet_sdk.runtime.benchmark import peak_rss_mb, reset_peak_rss
-    from cflnet_sdk.tiling import tile_count
 
     if iterations < 1:
         raise ConfigError(f"iterations must be at least 1, got {iterations}")
@@ -118,14 +118,12 @@ def profile_photo(localizer: Any, photo: Path, warmup: int = 1, iterations: int 
         localizer.predict(photo)
     watch, totals, peaks = Stopwatch(), [], []
     for _ in range(iterations):
-        profile_round(localizer, photo, watch)
+        height, width, units = profile_round(localizer, photo, watch)
         reset_peak_rss()
         start = time.perf_counter()
         localizer.predict(photo)
         totals.append((time.perf_counter() - start) * 1000.0)
         peaks.append(peak_rss_mb())
-    height, width = load_image(photo).shape[:2]
-    units = tile_count(height, width, localizer.contract) if localizer.mode == "tile" else 1
     return Profile(photo=str(photo), width=width, height=height, units=units,
                    stages=watch.medians(), total=float(np.median(totals)),
                    peak_rss_mb=max(peaks))
