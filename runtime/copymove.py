@@ -39,6 +39,7 @@ SCORE_THRESHOLD = 0.5
 _SPARE_NEIGHBOURS = 8  # extra neighbours fetched to replace those too close in the photo
 _MIN_SIDE = 32  # smaller photos hold nothing a copy-move detector can verify
 _EPS = 1e-6
+_EDGE = 8  # pixels by which filters near a window's cut side differ from the whole image's
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class CopyMoveDetector:
     min_votes: int = 24  # equal 8x8 blocks needed to propose a pure translation
     max_translations: int = 3  # translations proposed by identical blocks
     window: int = 7  # correlation window, pixels at the verification scale
+    search_grow: float = 0.5  # regions are first sought this share of their points' extent out
     fine_sigma: float = 0.8  # detail compared = grey blurred by this sigma (JPEG noise out)
     detail_sigma: float = 3.0  # ... minus grey blurred by this one (shading and gradients out)
     similarity_threshold: float = 0.6  # local correlation that counts as a copy
@@ -150,7 +152,8 @@ class CopyMoveDetector:
         match_scale = min(1.0, self.match_max_side / max(grey.shape))
         small = _resized(grey, match_scale)
         transforms = _transforms(_self_matches(small, self), small.shape, self)
-        transforms += _new(_translations(small, self), transforms)
+        if small.shape == (height, width):  # resizing breaks the equality of copied pixels
+            transforms += _new(_translations(small, self), transforms)
         detail = _Detail.of(grey, self)
         verified = []
         for transform, src, dst in transforms:
@@ -355,13 +358,20 @@ def _translations(grey: np.ndarray,
 
 
 def _block_hashes(cells: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A 64-bit hash per 8x8 block of its 16 2x2-cell sums."""
-    hashes = np.zeros((height, width), np.uint64)
+    """A 64-bit hash per 8x8 block of its 16 2x2-cell sums.
+
+    A sum of four bytes fits in 10 bits, so each row of four cells packs exactly into 40 bits;
+    the block's four rows are then hashed (half the passes of hashing cell by cell).
+    """
+    sums = cells.astype(np.uint64)
+    rows = sums[:, :width] << np.uint64(30)
+    for shift, col in ((20, 2), (10, 4), (0, 6)):
+        rows |= sums[:, col:col + width] << np.uint64(shift)
+    hashes = rows[:height].copy()
     with np.errstate(over="ignore"):
-        for row in range(0, 8, 2):
-            for col in range(0, 8, 2):
-                code = cells[row:row + height, col:col + width].astype(np.uint64)
-                hashes = hashes * np.uint64(0x9E3779B97F4A7C15) + code
+        for row in (2, 4, 6):
+            hashes *= np.uint64(0x9E3779B97F4A7C15)
+            hashes += rows[row:row + height]
     return hashes
 
 
@@ -450,19 +460,19 @@ def _verify(detail: _Detail, transform: np.ndarray, src: np.ndarray, dst: np.nda
             params: CopyMoveDetector) -> _Verified | None:
     """Regions where the photo equals itself moved by ``transform``, or None if too small."""
     min_area = max(16, params.min_area * detail.size)
-    target_corr = _correlation(detail, transform)
-    target = _region(target_corr, dst, params.similarity_threshold, min_area)
-    if target is None:  # most candidates in an unedited photo end here, at half the cost
+    target = _matched_region(detail, transform, dst, params)
+    if target is None or target.area < min_area:  # most candidates in unedited photos end here
         return None
-    source_corr = _correlation(detail, cv2.invertAffineTransform(transform))
-    source = _region(source_corr, src, params.similarity_threshold, min_area)
-    if source is None:
+    source = _matched_region(detail, cv2.invertAffineTransform(transform), src, params)
+    if source is None or source.area < min_area:
         return None
-    similarity = float(np.concatenate([target_corr[target], source_corr[source]]).mean())
+    similarity = float(np.concatenate([target.values, source.values]).mean())
     if similarity < params.min_similarity:
         return None
-    repeats = _repeats(detail, transform, target, src, params)
-    return _Verified(transform, target, source, similarity, len(src), repeats)
+    target_mask = target.whole(detail.shape)
+    repeats = _repeats(detail, transform, target_mask, src, params)
+    return _Verified(transform, target_mask, source.whole(detail.shape), similarity, len(src),
+                     repeats)
 
 
 def _repeats(detail: _Detail, transform: np.ndarray, target: np.ndarray, src: np.ndarray,
@@ -477,40 +487,136 @@ def _repeats(detail: _Detail, transform: np.ndarray, target: np.ndarray, src: np
     twice = (np.vstack([transform, [0, 0, 1]]) @ np.vstack([transform, [0, 0, 1]]))[:2]
     if np.median(_residuals(twice, src, src)) < _min_offset(detail.shape, params):
         return 1.0
-    corr = _correlation(detail, twice)
-    return float(corr[target].mean())
+    window = _Window.around(_corners(cv2.boundingRect(target.astype(np.uint8))), 0.0,
+                            detail.shape)
+    corr = _correlation(detail, twice, window)
+    return float(corr[window.crop(target)].mean())
 
 
-def _correlation(detail: _Detail, transform: np.ndarray) -> np.ndarray:
-    """Local normalised cross-correlation of the photo with the photo moved by ``transform``.
+@dataclass(frozen=True)
+class _Window:
+    """A box of the verification image, ``[y0:y1, x0:x1]``.
 
-    Computed in place on a few full-size buffers: on a 4 MP verification image each one is
-    16 MB, and the arithmetic between OpenCV's filters is most of the analysis's time.
+    Correlating only around a candidate's matched points costs a fraction of the whole image;
+    within ``_EDGE`` pixels of a side that cuts through the image the box's filters see
+    different neighbours, so a region that reaches that band is sought again in a larger one.
     """
-    height, width = detail.shape
-    moved = cv2.warpAffine(detail.pixels, transform, (width, height), flags=cv2.INTER_LINEAR,
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @classmethod
+    def around(cls, points: np.ndarray, grow: float, shape: tuple[int, int]) -> _Window:
+        """The points' bounding box grown by ``grow`` times its longest side and ``2 * _EDGE``
+        pixels on every side, within the image."""
+        (x0, y0), (x1, y1) = points.min(0), points.max(0)
+        margin = grow * max(x1 - x0, y1 - y0) + 2 * _EDGE
+        height, width = shape
+        return cls(max(0, int(y0 - margin)), min(height, int(np.ceil(y1 + margin)) + 1),
+                   max(0, int(x0 - margin)), min(width, int(np.ceil(x1 + margin)) + 1))
+
+    def union(self, other: _Window) -> _Window:
+        return _Window(min(self.y0, other.y0), max(self.y1, other.y1), min(self.x0, other.x0),
+                       max(self.x1, other.x1))
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        return image[self.y0:self.y1, self.x0:self.x1]
+
+    def reaches_cut(self, box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
+        """Whether ``box`` (x, y, w, h in the window) comes within ``_EDGE`` of a side of the
+        window that is not a side of the image."""
+        x, y, w, h = box
+        return ((self.x0 > 0 and x < _EDGE) or (self.y0 > 0 and y < _EDGE)
+                or (self.x1 < shape[1] and self.x0 + x + w > self.x1 - _EDGE)
+                or (self.y1 < shape[0] and self.y0 + y + h > self.y1 - _EDGE))
+
+
+def _corners(box: tuple[int, int, int, int]) -> np.ndarray:
+    """The first and last pixel of an OpenCV box (x, y, w, h), as two points."""
+    x, y, w, h = box
+    return np.array([[x, y], [x + w - 1, y + h - 1]], np.float32)
+
+
+@dataclass(frozen=True)
+class _Region:
+    """A correlated region found inside a window, with the correlation over it."""
+
+    window: _Window
+    mask: np.ndarray  # bool, the window's size
+    corr: np.ndarray  # float32, the window's size
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.corr[self.mask]
+
+    def whole(self, shape: tuple[int, int]) -> np.ndarray:
+        """The mask at the verification image's size."""
+        mask = np.zeros(shape, bool)
+        self.window.crop(mask)[...] = self.mask
+        return mask
+
+
+def _matched_region(detail: _Detail, transform: np.ndarray, points: np.ndarray,
+                    params: CopyMoveDetector) -> _Region | None:
+    """The region around ``points`` where the photo equals itself moved by ``transform``.
+
+    Searched in a window around the points first, grown around the region for as long as the
+    region reaches a side where the window cuts through the image: the result is the one the
+    whole image gives (up to float rounding, as OpenCV's box filters sum from the window's edge).
+    """
+    window = _Window.around(points, params.search_grow, detail.shape)
+    while True:
+        corr = _correlation(detail, transform, window)
+        found = _region(corr, points - (window.x0, window.y0), params.similarity_threshold)
+        if found is None:
+            return None
+        mask, (x, y, w, h) = found
+        if not window.reaches_cut((x, y, w, h), detail.shape):
+            return _Region(window, mask, corr)
+        reach = _corners((window.x0 + x, window.y0 + y, w, h))
+        window = window.union(_Window.around(reach, params.search_grow, detail.shape))
+
+
+def _correlation(detail: _Detail, transform: np.ndarray, window: _Window) -> np.ndarray:
+    """Local normalised cross-correlation of the photo with the photo moved by ``transform``,
+    over ``window``.
+
+    Computed in place on a few window-sized buffers: the arithmetic between OpenCV's filters is
+    most of the analysis's time.
+    """
+    height, width = window.y1 - window.y0, window.x1 - window.x0
+    shifted = transform.copy()
+    shifted[:, 2] -= (window.x0, window.y0)  # the window's corner becomes the origin
+    moved = cv2.warpAffine(detail.pixels, shifted, (width, height), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     box = (detail.window, detail.window)
     mean = cv2.blur(moved, box)
-    scratch = np.multiply(detail.pixels, moved)
+    scratch = np.multiply(window.crop(detail.pixels), moved)
     corr = cv2.blur(scratch, box)  # E[a b], then the covariance, then the correlation
     np.multiply(moved, moved, out=scratch)
     variance = cv2.blur(scratch, box)
     variance -= np.multiply(mean, mean, out=scratch)
-    corr -= np.multiply(detail.mean, mean, out=scratch)
-    np.multiply(detail.variance, variance, out=variance)
+    corr -= np.multiply(window.crop(detail.mean), mean, out=scratch)
+    np.multiply(window.crop(detail.variance), variance, out=variance)
     np.maximum(variance, _EPS, out=variance)
     variance += _EPS
     corr /= np.sqrt(variance, out=variance)
-    inside = cv2.warpAffine(np.ones(detail.shape, np.uint8), transform, (width, height),
+    inside = cv2.warpAffine(np.ones(detail.shape, np.uint8), shifted, (width, height),
                             flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     corr[cv2.erode(inside, np.ones(box, np.uint8)) < 1] = 0
     return np.clip(corr, 0, 1, out=corr)
 
 
-def _region(corr: np.ndarray, points: np.ndarray, threshold: float,
-            min_area: float) -> np.ndarray | None:
-    """Correlated regions that hold matched keypoints, holes filled; None when too small."""
+def _region(corr: np.ndarray, points: np.ndarray,
+            threshold: float) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """Correlated regions that hold matched keypoints, holes filled, and the bounding box
+    (x, y, w, h) of those regions before closing; None when no keypoint lies in one."""
     binary = (corr >= threshold).astype(np.uint8)
     binary = cv2.morphologyEx(binary, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count, labels = cv2.connectedComponents(binary, connectivity=8)
@@ -522,10 +628,9 @@ def _region(corr: np.ndarray, points: np.ndarray, threshold: float,
     if not len(hit) or count < 2:
         return None
     region = np.isin(labels, hit).astype(np.uint8)
+    reach = cv2.boundingRect(region)
     region = cv2.morphologyEx(region, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
-    region = _filled(region, hull=False)
-    return region.astype(bool) if region.sum() >= min_area else None
-
+    return _filled(region, hull=False).astype(bool), reach
 
 
 def _filled(region: np.ndarray, hull: bool) -> np.ndarray:

@@ -93,6 +93,29 @@ def test_small_photo_and_json() -> None:
     assert 0 <= x0 < x1 <= 384 and 0 <= y0 < y1 <= 256
 
 
+def test_search_window_gives_the_whole_image_answer() -> None:
+    """Regions are sought in a window around their keypoints and grown while they reach its
+    cut sides: starting from the tightest window gives what the whole image gives."""
+    rgb = photo_array("astronaut")
+    forged, mask, transform = copy_move(rgb, (150, 170), (370, 340), 95, angle=25.0)
+    tight = CopyMoveDetector(search_grow=0.0).analyse(forged)
+    whole = CopyMoveDetector(search_grow=100.0).analyse(forged)
+    check_found(tight, mask, transform)
+    assert tight.score == pytest.approx(whole.score, abs=1e-3)
+    assert ((tight.probability >= 0.5) == (whole.probability >= 0.5)).mean() > 0.999
+
+
+def test_exact_copy_too_plain_for_keypoints_is_found_by_its_blocks() -> None:
+    """Equal 8x8 blocks vote for a pure translation (keypoint transforms turned off here)."""
+    rgb = photo_array("coffee")
+    forged = rgb.copy()
+    forged[300:350, 420:480] = rgb[40:90, 30:90]  # off the 8x8 grid: (390, 260)
+    evidence = CopyMoveDetector(max_pairs=0).analyse(forged)
+    assert evidence.score > 0
+    pair = evidence.pairs[0]
+    assert same_transform(pair.transform, np.array([[1.0, 0, 390], [0, 1.0, 260]]))
+
+
 def test_unedited_photos_stay_quiet() -> None:
     for name in ("astronaut", "coffee", "chelsea"):
         assert DETECTOR.analyse(photo_array(name)).score < 0.5
