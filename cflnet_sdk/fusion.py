@@ -13,7 +13,14 @@ photo, which carries the photo's own traces; matching the photo against itself
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from cflnet_sdk.prediction import Prediction
+    from cflnet_sdk.runtime.copymove import CopyMoveEvidence
 
 
 def on_decision_scale(score: float, threshold: float, decision: float) -> float:
@@ -34,3 +41,14 @@ def fuse(network: np.ndarray, network_score: float, copy_move: np.ndarray,
     probability = np.maximum(network, copy_move)
     moved = on_decision_scale(copy_move_score, copy_move_threshold, decision)
     return probability, max(network_score, moved)
+
+
+def fused_prediction(prediction: Prediction, found: CopyMoveEvidence,
+                     copy_move_threshold: float) -> Prediction:
+    """The network's ``prediction`` with ``found`` fused in, each evidence kept beside it: what
+    ``Localizer`` and a served ensemble's last step both return."""
+    probability, score = fuse(prediction.probability, prediction.score, found.probability,
+                              found.score, copy_move_threshold, prediction.decision)
+    return replace(prediction, probability=probability, score=score,
+                   network_score=prediction.score, copy_move=found,
+                   evidence={"network": prediction.probability, "copy-move": found.probability})

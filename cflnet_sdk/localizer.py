@@ -21,7 +21,7 @@ import numpy as np
 
 from cflnet_sdk.contract import Contract, Mode
 from cflnet_sdk.errors import CFLNetError, ConfigError, EngineCompatibilityError
-from cflnet_sdk.fusion import fuse
+from cflnet_sdk.fusion import fused_prediction
 from cflnet_sdk.images import ImageInput, load_image
 from cflnet_sdk.prediction import Prediction, image_score
 from cflnet_sdk.tiling import TILE_BATCH, TiledImage
@@ -315,12 +315,7 @@ class CopyMoveFusion:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __call__(self, prediction: Prediction, found: CopyMoveEvidence) -> Prediction:
-        probability, score = fuse(prediction.probability, prediction.score, found.probability,
-                                  found.score, self.threshold, prediction.decision)
-        return replace(prediction, probability=probability, score=score,
-                       network_score=prediction.score, copy_move=found,
-                       evidence={"network": prediction.probability,
-                                 "copy-move": found.probability})
+        return fused_prediction(prediction, found, self.threshold)
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

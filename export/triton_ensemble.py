@@ -1,6 +1,8 @@
 """A Triton ensemble around an ONNX Runtime or TensorRT model: decoding and the preprocessing
 contract in a Python-backend ``NAME_pre`` step, the accelerated model as ``NAME_model``, the
-probability map at the image's size, score and size from a Python ``NAME_post`` step. Clients
+probability map at the image's size, score and size from a Python ``NAME_post`` step. When the
+model's verdict includes copy-move evidence (the default model's does), a ``NAME_copy_move``
+step analyses the same bytes while the model runs and ``NAME_post`` fuses it. Clients
 send encoded image bytes to ``NAME`` as they would to ``cflnet serve``.
 
 The model keeps Triton's dynamic batcher (requests of many clients share its calls); an image
@@ -45,27 +47,34 @@ def describe(model: Path) -> ServedModel:
     return describe_engine(header or {}, model)
 
 
-def ensemble_config(name: str, output: pipeline.Output, params: dict[str, str]) -> str:
-    """``config.pbtxt`` of the ensemble: pre -> model -> post."""
+def ensemble_config(name: str, output: pipeline.Output, params: dict[str, str],
+                    copy_move: bool = False) -> str:
+    """``config.pbtxt`` of the ensemble: pre -> model -> post, and with ``copy_move`` a
+    copy-move step on the same bytes, which Triton runs while the model does."""
     outputs = output_specs(output)
-    post_out = "\n".join(f"      output_map {{ key: {quoted(n)} value: {quoted(n)} }}"
-                         for n, _, _ in outputs)
-    steps = (
-        f"    {{\n      model_name: {quoted(name + '_pre')}\n      model_version: -1\n"
-        f"      input_map {{ key: {quoted(pipeline.INPUT)} value: {quoted(pipeline.INPUT)} }}\n"
-        f"      output_map {{ key: {quoted(pipeline.MODEL_INPUT)} value: \"model_input\" }}\n"
-        f"      output_map {{ key: {quoted(pipeline.SIZE)} value: \"image_size\" }}\n    }},\n"
-        f"    {{\n      model_name: {quoted(name + '_model')}\n      model_version: -1\n"
-        f"      input_map {{ key: {quoted(INPUT_NAME)} value: \"model_input\" }}\n"
-        f"      output_map {{ key: {quoted(OUTPUT_NAME)} value: \"model_output\" }}\n    }},\n"
-        f"    {{\n      model_name: {quoted(name + '_post')}\n      model_version: -1\n"
-        f"      input_map {{ key: {quoted(pipeline.MODEL_OUTPUT)} value: \"model_output\" }}\n"
-        f"      input_map {{ key: {quoted(pipeline.SIZE)} value: \"image_size\" }}\n"
-        f"{post_out}\n    }}")
+
+    def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+        maps = [f"      input_map {{ key: {quoted(k)} value: {quoted(v)} }}"
+                for k, v in inputs.items()]
+        maps += [f"      output_map {{ key: {quoted(k)} value: {quoted(v)} }}"
+                 for k, v in outputs.items()]
+        return (f"    {{\n      model_name: {quoted(name + model)}\n      model_version: -1\n"
+                + "\n".join(maps) + "\n    }")
+
+    evidence = {pipeline.COPY_MOVE: "copy_move", pipeline.COPY_MOVE_SCORE: "copy_move_score"} \
+        if copy_move else {}
+    steps = [
+        step("_pre", {pipeline.INPUT: pipeline.INPUT},
+             {pipeline.MODEL_INPUT: "model_input", pipeline.SIZE: "image_size"}),
+        step("_model", {INPUT_NAME: "model_input"}, {OUTPUT_NAME: "model_output"}),
+        *([step("_copy_move", {pipeline.INPUT: pipeline.INPUT}, evidence)] if copy_move else []),
+        step("_post", {pipeline.MODEL_OUTPUT: "model_output", pipeline.SIZE: "image_size",
+                       **evidence}, {n: n for n, _, _ in outputs}),
+    ]
     lines = [f"name: {quoted(name)}", 'platform: "ensemble"', "max_batch_size: 0",
              tensors_text("input", [(pipeline.INPUT, "TYPE_STRING", [1])]),
              tensors_text("output", outputs),
-             f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}"]
+             "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}"]
     return "\n".join(lines + parameters_text(params)) + "\n"
 
 
@@ -73,8 +82,9 @@ def write_ensemble_repository(model: str | Path, repository: str | Path,
                               options: TritonOptions | None = None,
                               output: pipeline.Output = "probability", mode: Mode | None = None,
                               max_pixels: int = pipeline.MAX_PIXELS) -> Path:
-    """Write ``NAME_model`` (ONNX Runtime or TensorRT), ``NAME_pre``, ``NAME_post`` and the
-    ensemble ``NAME``; returns the ensemble's folder."""
+    """Write ``NAME_model`` (ONNX Runtime or TensorRT), ``NAME_pre``, ``NAME_post``,
+    ``NAME_copy_move`` when the model's verdict fuses copy-move evidence, and the ensemble
+    ``NAME``; returns the ensemble's folder."""
     options = options or TritonOptions()
     pipeline.check_output(output)
     model = Path(model)
@@ -89,6 +99,6 @@ def write_ensemble_repository(model: str | Path, repository: str | Path,
     target = Path(repository) / options.name
     shutil.rmtree(target, ignore_errors=True)
     (target / "1").mkdir(parents=True)
-    (target / "config.pbtxt").write_text(ensemble_config(options.name, output, params),
-                                         encoding="utf-8")
+    config = ensemble_config(options.name, output, params, pipeline.fuses_copy_move(contract))
+    (target / "config.pbtxt").write_text(config, encoding="utf-8")
     return target

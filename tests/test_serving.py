@@ -379,6 +379,27 @@ def test_ensemble_steps_answer_like_localizer(mode, triton, tmp_path, payloads, 
             request_image(client, payloads["png"][:300], batched=False)
 
 
+def test_ensemble_of_the_default_model_fuses_copy_move_like_localizer(triton, tmp_path):
+    """The default verdict includes copy-move evidence: the ensemble analyses the bytes in its
+    own step while the model runs, and its last step fuses as Localizer() does."""
+    pytest.importorskip("onnxruntime")
+    from tests.test_copymove import copy_move
+
+    model = require_default_model()
+    standin_ensemble(model, tmp_path / "repo")
+    server = triton(tmp_path / "repo")
+    forged, _, _ = copy_move(photo_array("coffee")[:300, :380], (90, 100), (280, 200), 40)
+    payload = encoded(forged, "PNG")
+    expected = Localizer(model, device="cpu").predict(payload)
+    assert expected.copy_move is not None and expected.copy_move.score >= 0.5
+    assert expected.score > expected.network_score  # the copy decides this verdict
+    with http.InferenceServerClient(server.options.http_url) as client:
+        result = request_image(client, payload, batched=False)
+    np.testing.assert_allclose(result.as_numpy("probability"), expected.probability,
+                               rtol=0, atol=1e-5)
+    assert result.as_numpy("score")[0] == pytest.approx(expected.score, abs=1e-5)
+
+
 def test_bundled_server_missing_is_a_clear_error(monkeypatch):
     from cflnet_sdk.errors import BackendUnavailableError
     from cflnet_sdk.serving import server

@@ -86,8 +86,12 @@ def test_ensemble_configs(default_model, tmp_path):
     ensemble = parse(tmp_path / "cflnet" / "config.pbtxt")
     assert ensemble.platform == "ensemble" and ensemble.max_batch_size == 0
     steps = ensemble.ensemble_scheduling.step
-    assert [s.model_name for s in steps] == ["cflnet_pre", "cflnet_model", "cflnet_post"]
+    assert [s.model_name for s in steps] == ["cflnet_pre", "cflnet_model", "cflnet_copy_move",
+                                             "cflnet_post"]
     assert dict(steps[1].input_map) == {"image": "model_input"}
+    # the default model's verdict fuses copy-move evidence: analysed beside the model, fused last
+    assert dict(steps[2].input_map) == {"image_bytes": "image_bytes"}
+    assert set(steps[3].input_map) == {"model_output", "size", "copy_move", "copy_move_score"}
     assert [o.name for o in ensemble.output] == ["mask_png", "score", "size"]
     model = parse(tmp_path / "cflnet_model" / "config.pbtxt")
     assert model.platform == "onnxruntime_onnx" and model.max_batch_size == 8
@@ -96,6 +100,10 @@ def test_ensemble_configs(default_model, tmp_path):
     assert list(pre.output[0].dims) == [-1, contract.channels, *contract.size]
     assert pre.parameters["cflnet.max_tiles"].string_value == "8"
     assert list(post.input[0].dims) == [-1, 1, *contract.size]
+    assert [i.name for i in post.input] == ["model_output", "size", "copy_move",
+                                            "copy_move_score"]
+    copy_move = parse(tmp_path / "cflnet_copy_move" / "config.pbtxt")
+    assert copy_move.parameters["cflnet.role"].string_value == "copy_move"
     assert (tmp_path / "cflnet_pre" / "1" / "model.py").is_file()
 
 

@@ -6,7 +6,9 @@ Tensors (per request): ``image_bytes`` BYTES [1], the file as the client has it 
 ``probability`` FP32 [H, W] at the image's own size, or ``mask_png`` BYTES [1] (a PNG of
 ``Prediction.mask``: empty when the score is below the contract's decision threshold) when the
 model is served with output "mask"; ``score`` FP32 [1], the image score; ``size`` INT32 [2], the
-image's height and width.
+image's height and width. Inside an ensemble whose contract fuses copy-move evidence, a
+``copy_move`` step turns the same bytes into ``copy_move`` FP32 [H, W] and ``copy_move_score``
+FP32 [1] while the model runs, and the last step fuses them as ``Localizer`` does.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from PIL import Image
 
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.errors import CFLNetError, ConfigError, ImageError
+from cflnet_sdk.fusion import fused_prediction
 from cflnet_sdk.images import load_image
 from cflnet_sdk.localizer import Localizer, ResizedImage, ResizedOutput
 from cflnet_sdk.prediction import Prediction
+from cflnet_sdk.runtime.copymove import CopyMoveDetector, CopyMoveEvidence
 from cflnet_sdk.tiling import TileCanvas, TiledImage
 
 INPUT = "image_bytes"
@@ -29,6 +33,7 @@ PROBABILITY, MASK_PNG, SCORE, SIZE = "probability", "mask_png", "score", "size"
 # Inside an ensemble: what the pre step hands the model, and the model's output the post step
 # reads (``size`` travels from pre to post).
 MODEL_INPUT, MODEL_OUTPUT = "image", "model_output"
+COPY_MOVE, COPY_MOVE_SCORE = "copy_move", "copy_move_score"
 Output = Literal["probability", "mask"]
 OUTPUTS: tuple[Output, ...] = ("probability", "mask")
 # 40 MP: a 12k x 3.3k panorama or a 7.7k x 5.2k photo. The map alone is 4 bytes a pixel, and a
@@ -104,7 +109,12 @@ def answer(localizer: Localizer, payloads: list[bytes], output: Output,
     return answers
 
 
-# -- the two Python steps of an ensemble around an ONNX Runtime or TensorRT model ---------------
+# -- the Python steps of an ensemble around an ONNX Runtime or TensorRT model -------------------
+def fuses_copy_move(contract: Contract) -> bool:
+    """Whether the model's verdict includes copy-move evidence (as ``Localizer()``'s does)."""
+    return contract.copy_move_threshold is not None
+
+
 def prepare(payload: bytes, contract: Contract, max_tiles: int | None,
             max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """Encoded image -> (model inputs [N, C, H, W], size INT32 [2]): one input in resize mode,
@@ -134,3 +144,24 @@ def assemble(outputs: np.ndarray, size: np.ndarray, contract: Contract
     for index, probability in enumerate(maps):
         collected.add(index, probability)
     return collected.result()
+
+
+def analyse_copy_move(payload: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """Encoded image -> (copy-move map FP32 [H, W], copy-move score FP32 [1])."""
+    check_size(payload, max_pixels)
+    found = CopyMoveDetector().analyse(load_image(payload))
+    return found.probability, np.array([found.score], dtype=np.float32)
+
+
+def verdict(outputs: np.ndarray, size: np.ndarray, contract: Contract,
+            copy_move: tuple[np.ndarray, np.ndarray] | None = None) -> Prediction:
+    """The Prediction ``Localizer.predict`` gives, from the model outputs of one image and, when
+    the contract fuses it, the image's copy-move map and score."""
+    probability, score = assemble(outputs, size, contract)
+    prediction = Prediction(probability, score, contract.threshold,
+                            decision_threshold=contract.decision)
+    if copy_move is None or contract.copy_move_threshold is None:
+        return prediction
+    found = CopyMoveEvidence(copy_move[0], float(copy_move[1].reshape(-1)[0]))
+    return fused_prediction(prediction, found, contract.copy_move_threshold)

@@ -160,19 +160,29 @@ def write_python_repository(model: str | Path, repository: str | Path,
 
 def step_configs(name: str, contract: Contract, model_batch: int | None, output: pipeline.Output,
                  instances: int, max_pixels: int = pipeline.MAX_PIXELS) -> dict[str, str]:
-    """Configs of an ensemble's pre and post steps (``NAME_pre``, ``NAME_post``) around a model
-    that takes at most ``model_batch`` inputs per call (None: any number)."""
+    """Configs of an ensemble's Python steps around a model that takes at most ``model_batch``
+    inputs per call (None: any number): ``NAME_pre``, ``NAME_post``, and ``NAME_copy_move``
+    when the contract fuses copy-move evidence."""
     common = {"cflnet.contract": contract.to_json(), "cflnet.output": output,
               "cflnet.max_pixels": str(max_pixels)}
+    image = [(pipeline.INPUT, "TYPE_STRING", [1])]
     tiles = [-1, contract.channels, *contract.size]
-    pre = python_config(f"{name}_pre", [(pipeline.INPUT, "TYPE_STRING", [1])],
-                        [(pipeline.MODEL_INPUT, "TYPE_FP32", tiles),
-                         (pipeline.SIZE, "TYPE_INT32", [2])],
-                        {"cflnet.role": "pre", "cflnet.max_tiles": str(model_batch or 0),
-                         **common}, 0, instances, "cpu")
-    post = python_config(f"{name}_post", [(pipeline.MODEL_OUTPUT, "TYPE_FP32",
-                                           [-1, 1, *contract.size]),
-                                          (pipeline.SIZE, "TYPE_INT32", [2])],
-                         output_specs(output), {"cflnet.role": "post", **common}, 0,
-                         instances, "cpu")
-    return {f"{name}_pre": pre, f"{name}_post": post}
+    size = (pipeline.SIZE, "TYPE_INT32", [2])
+    evidence = [(pipeline.COPY_MOVE, "TYPE_FP32", [-1, -1]),
+                (pipeline.COPY_MOVE_SCORE, "TYPE_FP32", [1])] \
+        if pipeline.fuses_copy_move(contract) else []
+
+    def step(role: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+             **params: str) -> str:
+        return python_config(f"{name}_{role}", inputs, outputs,
+                             {"cflnet.role": role, **params, **common}, 0, instances, "cpu")
+
+    configs = {
+        f"{name}_pre": step("pre", image, [(pipeline.MODEL_INPUT, "TYPE_FP32", tiles), size],
+                            **{"cflnet.max_tiles": str(model_batch or 0)}),
+        f"{name}_post": step("post", [(pipeline.MODEL_OUTPUT, "TYPE_FP32",
+                                       [-1, 1, *contract.size]), size, *evidence],
+                             output_specs(output))}
+    if evidence:
+        configs[f"{name}_copy_move"] = step("copy_move", image, evidence)
+    return configs

@@ -1,9 +1,10 @@
 """The Python-backend model of a cflnet Triton repository (copied there as ``1/model.py``).
 
 Its config's ``cflnet.role`` parameter says what it is: ``localizer`` (the whole pipeline: a
-``Localizer`` on the model file beside this one), or the ``pre`` / ``post`` step of an ensemble
-around an ONNX Runtime or TensorRT model. It imports the copy of ``cflnet_sdk`` that lies beside
-it, so a stock Triton needs only numpy, Pillow and the model's runtime installed.
+``Localizer`` on the model file beside this one), or the ``pre``, ``copy_move`` or ``post`` step
+of an ensemble around an ONNX Runtime or TensorRT model. It imports the copy of ``cflnet_sdk``
+that lies beside it, so a stock Triton needs only numpy, Pillow, OpenCV and the model's runtime
+installed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import triton_python_backend_utils as pb_utils  # noqa: E402  (exists inside Tri
 
 from cflnet_sdk.contract import Contract  # noqa: E402
 from cflnet_sdk.errors import CFLNetError  # noqa: E402
-from cflnet_sdk.prediction import Prediction  # noqa: E402
 from cflnet_sdk.serving import pipeline  # noqa: E402
 
 
@@ -64,7 +64,8 @@ class TritonPythonModel:
         try:
             if self.role == "localizer":
                 return self._localize(requests)
-            step = self._prepare if self.role == "pre" else self._assemble
+            step = {"pre": self._prepare, "copy_move": self._copy_move,
+                    "post": self._assemble}[self.role]
             return [self._guarded(step, request) for request in requests]
         except Exception as exc:  # a failing batch answers every request, never kills the model
             return [_error(exc) for _ in requests]
@@ -98,12 +99,21 @@ class TritonPythonModel:
         inputs, size = pipeline.prepare(payload, self.contract, self.max_tiles, self.max_pixels)
         return [pb_utils.Tensor(pipeline.MODEL_INPUT, inputs), pb_utils.Tensor(pipeline.SIZE, size)]
 
+    def _copy_move(self, request: Any) -> list[Any]:
+        payload = pipeline.payload_bytes(
+            pb_utils.get_input_tensor_by_name(request, pipeline.INPUT).as_numpy())
+        probability, score = pipeline.analyse_copy_move(payload, self.max_pixels)
+        return [pb_utils.Tensor(pipeline.COPY_MOVE, probability),
+                pb_utils.Tensor(pipeline.COPY_MOVE_SCORE, score)]
+
     def _assemble(self, request: Any) -> list[Any]:
-        outputs = pb_utils.get_input_tensor_by_name(request, pipeline.MODEL_OUTPUT).as_numpy()
-        size = pb_utils.get_input_tensor_by_name(request, pipeline.SIZE).as_numpy()
-        probability, score = pipeline.assemble(outputs, size, self.contract)
-        verdict = Prediction(probability, score, self.contract.threshold,
-                             decision_threshold=self.contract.decision)
+        def tensor(name: str) -> np.ndarray:
+            return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+        copy_move = (tensor(pipeline.COPY_MOVE), tensor(pipeline.COPY_MOVE_SCORE)) \
+            if pipeline.fuses_copy_move(self.contract) else None
+        verdict = pipeline.verdict(tensor(pipeline.MODEL_OUTPUT), tensor(pipeline.SIZE),
+                                   self.contract, copy_move)
         return _tensors(pipeline.encode(verdict, self.output), False)
 
     def finalize(self) -> None:
