@@ -2,6 +2,7 @@
 alarms on unedited photos and on splices, seconds per megapixel, and peak memory on a 50 MP photo.
 
     python benchmarks/copymove.py accuracy [--noso DIR] [--photos DIR] [--per-photo 2] [--seed 0]
+    python benchmarks/copymove.py verdict [--model FILE]   # the same sets through Localizer()
     python benchmarks/copymove.py alarms [--data DIR ...] [--threshold 0.5]
     python benchmarks/copymove.py speed [--megapixels 1 12]
     python benchmarks/copymove.py memory [--megapixels 50]
@@ -151,6 +152,27 @@ def accuracy(args: argparse.Namespace) -> None:
                                                              args.seed), args.verbose))
 
 
+def verdict(args: argparse.Namespace) -> None:
+    """Pixel AUC of the fused verdict beside each evidence alone, and the share called tampered."""
+    from cflnet_sdk import Localizer
+
+    with Localizer(args.model) as localizer:
+        for title, items in (("NoSo", dataset_items(args.noso)),
+                             ("synthetic", synthetic_set(args.photos, args.per_photo,
+                                                         args.seed))):
+            aucs: dict[str, list[float]] = defaultdict(list)
+            called = []
+            for _, _, rgb, mask in items:
+                prediction = localizer.predict(rgb)
+                for evidence, probability in {"fused": prediction.probability,
+                                              **prediction.evidence}.items():
+                    aucs[evidence].append(roc_auc_score(mask.ravel(), probability.ravel()))
+                called.append(prediction.tampered)
+            print(f"{title:10s} {len(called):4d} images  " + "  ".join(
+                f"{evidence} {np.mean(values):.4f}" for evidence, values in aucs.items())
+                + f"  called tampered {np.mean(called):.1%}", flush=True)
+
+
 def alarms(args: argparse.Namespace) -> None:
     detector = CopyMoveDetector()
     for path in args.data:
@@ -232,6 +254,10 @@ def main() -> None:
     acc.add_argument("--per-photo", type=int, default=2, help="synthetic copy-moves per photo")
     acc.add_argument("--verbose", action="store_true", help="one line per image")
     acc.set_defaults(run=accuracy)
+    fused = commands.add_parser("verdict", parents=[acc], add_help=False,
+                                help="the same sets through Localizer(): fused and each evidence")
+    fused.add_argument("--model", default=None, help="model file (default: the shipped one)")
+    fused.set_defaults(run=verdict)
     alarm = commands.add_parser("alarms", parents=[common],
                                 help="scores on photos without copy-moves")
     alarm.add_argument("--data", type=Path, nargs="+",

@@ -29,14 +29,33 @@ def test_the_copy_move_operating_point_lands_on_the_decision(threshold, decision
         assert (m >= decision) == (s >= threshold) or abs(s - threshold) < 1e-9
 
 
-def test_fusion_never_lowers_an_evidence():
+def test_the_same_map_moves_maps_and_scores_alike():
+    values = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    moved = on_decision_scale(values, 0.5, 0.8)
+    assert moved.dtype == np.float32
+    np.testing.assert_allclose(moved, [on_decision_scale(float(v), 0.5, 0.8) for v in values],
+                               atol=1e-6)
+
+
+def test_a_verified_copy_ranks_above_the_network_and_nothing_is_lowered():
     rng = np.random.default_rng(0)
-    network, copy_move = rng.random((20, 30)), np.zeros((20, 30))
-    copy_move[5:10, 5:10] = 1.0
-    probability, score = fuse(network, 0.4, copy_move, 0.9, 0.5, 0.6)
-    assert np.array_equal(probability, np.maximum(network, copy_move))
+    network = rng.random((20, 30), dtype=np.float32) * 0.9
+    copy_move = np.zeros((20, 30), np.float32)
+    copy_move[5:10, 5:10] = 0.7  # a pair past the copy-move operating point (0.5)
+    copy_move[12:15, 20:25] = 0.2  # a weak pair
+    probability, score = fuse(network, 0.4, copy_move, 0.7, 0.5, 0.6, 0.5)
+    assert probability.dtype == np.float32
+    assert probability[5:10, 5:10].min() > network.max()  # the copy outranks the network
+    assert (probability >= network).all()  # no evidence lowers another
+    assert np.array_equal(probability[copy_move == 0], network[copy_move == 0])
+    weak = on_decision_scale(np.float32(0.2), 0.5, float(network.max()))
+    np.testing.assert_allclose(probability[12:15, 20:25],
+                               np.maximum(network[12:15, 20:25], weak), atol=1e-6)
     assert score >= 0.4 and score >= 0.6  # the copy-move score passed its point: so does this
-    assert fuse(network, 0.7, copy_move, 0.0, 0.5, 0.6)[1] == 0.7
+    assert fuse(network, 0.7, copy_move, 0.0, 0.5, 0.6, 0.5)[1] == 0.7
+    quiet = np.zeros_like(network) + 0.1  # the mask threshold anchors a photo the network
+    fused = fuse(quiet, 0.1, copy_move, 0.7, 0.5, 0.6, 0.5)[0]  # barely marks
+    assert fused[5:10, 5:10].min() >= 0.5
 
 
 def cloned_photo() -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +82,10 @@ def test_localizer_fuses_copy_move_evidence_when_asked(tile_onnx):
     assert fused.copy_move is not None and fused.copy_move.pairs
     found = fused.evidence["copy-move"]
     assert roc_auc_score(truth.ravel(), found.ravel()) > 0.9
-    assert np.array_equal(fused.probability, np.maximum(plain.probability, found))
+    assert np.array_equal(fused.probability, fuse(
+        plain.probability, plain.score, found, fused.copy_move.score, 0.5,
+        plain.decision, plain.threshold)[0])
+    assert fused.probability[found >= 0.5].min() >= plain.probability.max()
     assert fused.tampered and fused.mask[truth].mean() > 0.5
     summary = fused.to_dict()
     assert summary["copy_move_score"] > 0 and summary["copy_move_pairs"]
