@@ -47,9 +47,12 @@ def fuse(network: np.ndarray, network_score: float, copy_move: np.ndarray,
          copy_move_score: float, copy_move_threshold: float, decision: float,
          mask_threshold: float) -> tuple[np.ndarray, float]:
     """(fused probability map, fused score) of one photo, both maps at its own size."""
-    top = max(mask_threshold, float(network.max(initial=0.0)))
-    lifted = on_decision_scale(copy_move, copy_move_threshold, top)
-    probability = np.maximum(network, lifted, out=lifted)
+    probability = network.copy()
+    paired = copy_move > 0  # a few regions at most: the rest keeps the network's value
+    if paired.any():
+        top = max(mask_threshold, float(network.max()))
+        lifted = on_decision_scale(copy_move[paired], copy_move_threshold, top)
+        probability[paired] = np.maximum(network[paired], lifted)
     moved = on_decision_scale(copy_move_score, copy_move_threshold, decision)
     return probability, max(network_score, moved)
 

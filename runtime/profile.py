@@ -100,7 +100,7 @@ def profile_round(localizer: Any, photo: Path, watch: Stopwatch) -> tuple[int, i
     if fusion is not None:
         found = watch.time("copy-move", fusion.detector.analyse, rgb)
         watch.time("fusion", fuse, probability, score, found.probability, found.score,
-                   fusion.threshold, localizer.decision_threshold)
+                   fusion.threshold, localizer.decision_threshold, localizer.threshold)
     return (*rgb.shape[:2], len(inputs))
 
 
