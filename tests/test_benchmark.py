@@ -99,6 +99,23 @@ def test_profile_times_every_stage_of_predict_on_a_photo(tile_onnx, photo_files,
     assert row["units"] == tile_count(row["height"], row["width"], Localizer(model).contract)
 
 
+@pytest.mark.parametrize("flags", [{"amx_bf16", "avx512f"}, {"avx512f"}])
+def test_profile_says_when_openvino_would_run_this_cpu_faster(fp32_and_fp16, photo_files,
+                                                               monkeypatch, flags):
+    """On ONNX Runtime's own kernels, a CPU with native bfloat16 gets the hint; others not."""
+    from cflnet_sdk.runtime import onnxruntime_backend
+
+    monkeypatch.setattr(onnxruntime_backend, "cpu_flags", lambda: frozenset(flags))
+    out = CliRunner().invoke(app, ["benchmark", "--model", str(fp32_and_fp16[0]), "--profile",
+                                   str(photo_files["jpeg"]), "--warmup", "0", "--iterations",
+                                   "1", "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    import onnxruntime
+
+    on_own_kernels = onnxruntime_backend.OPENVINO_EP not in onnxruntime.get_available_providers()
+    assert ("cflnet-sdk[openvino]" in out.output) == ("amx_bf16" in flags and on_own_kernels)
+
+
 def test_profile_of_a_missing_photo_is_an_error_naming_it(fp32_and_fp16, tmp_path):
     out = CliRunner().invoke(app, ["benchmark", "--model", str(fp32_and_fp16[0]), "--profile",
                                    str(tmp_path / "nope.jpg")])

@@ -98,6 +98,7 @@ def profile_models(models: list[Path], backend: str, device: str, photo: Path,
                    warmup: int | None, iterations: int | None) -> list:
     """Print the stage-by-stage profile of ``photo`` under each model, as Localizer runs it."""
     from cflnet_sdk import Localizer
+    from cflnet_sdk.runtime.onnxruntime_backend import openvino_hint
     from cflnet_sdk.runtime.profile import profile_photo
 
     results = []
@@ -106,6 +107,8 @@ def profile_models(models: list[Path], backend: str, device: str, photo: Path,
             typer.echo(f"{path.name} ({localizer.precision}) on {localizer.backend_name}, "
                        f"{localizer.device}, {localizer.mode} mode, copy-move "
                        f"{'on' if localizer.fusion else 'off'}")
+            if hint := openvino_hint(localizer.providers):
+                typer.echo(hint)
             result = profile_photo(localizer, photo, 1 if warmup is None else warmup,
                                    3 if iterations is None else iterations)
         typer.echo(result.format())
