@@ -247,14 +247,15 @@ def main() -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--seed", type=int, default=0, help="seed of every synthetic photo")
     commands = parser.add_subparsers(dest="command", required=True)
-    acc = commands.add_parser("accuracy", parents=[common],
+    sets = argparse.ArgumentParser(add_help=False, parents=[common])
+    sets.add_argument("--noso", type=Path, default=REAL_VAL / "noso")
+    sets.add_argument("--photos", type=Path, default=PHOTOS)
+    sets.add_argument("--per-photo", type=int, default=2, help="synthetic copy-moves per photo")
+    acc = commands.add_parser("accuracy", parents=[sets],
                               help="pixel AUC on NoSo and the synthetic set")
-    acc.add_argument("--noso", type=Path, default=REAL_VAL / "noso")
-    acc.add_argument("--photos", type=Path, default=PHOTOS)
-    acc.add_argument("--per-photo", type=int, default=2, help="synthetic copy-moves per photo")
     acc.add_argument("--verbose", action="store_true", help="one line per image")
     acc.set_defaults(run=accuracy)
-    fused = commands.add_parser("verdict", parents=[acc], add_help=False,
+    fused = commands.add_parser("verdict", parents=[sets],
                                 help="the same sets through Localizer(): fused and each evidence")
     fused.add_argument("--model", default=None, help="model file (default: the shipped one)")
     fused.set_defaults(run=verdict)
