@@ -100,3 +100,35 @@ def test_cli_calibrate_an_onnx_model_on_unedited_photos(tile_onnx, tmp_path):
     scores = [p.score for p in localizer.predict_batch(sorted(folder.glob("u*.png")))]
     assert sum(s >= localizer.decision_threshold for s in scores) <= 1  # 1 of 10 allowed
     assert "of 10 unedited photo(s)" in done.stdout and "set by" in done.stdout
+
+
+def test_cli_calibrate_raises_the_copy_move_point_for_its_false_alarms(tile_onnx, tmp_path):
+    """--copy-move-false-alarms 0: a photo with a cloned patch among the "unedited" ones sets
+    the copy-move operating point above its score; without the option the module's 0.5."""
+    from cflnet_sdk import Localizer
+    from tests.conftest import photo_array
+    from tests.test_fusion import cloned_photo
+
+    folder = tmp_path / "unedited"
+    folder.mkdir()
+    rgb, _ = cloned_photo()
+    Image.fromarray(rgb).save(folder / "cloned.png")
+    Image.fromarray(photo_array("coffee")[:200, :300]).save(folder / "coffee.png")
+    rows = [{"image": name, "mask": None} for name in ("cloned.png", "coffee.png")]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    copied = Localizer(tile_onnx, copy_move=True).predict(rgb).copy_move.score
+    assert copied >= 0.5
+    for option, expected in ((["--copy-move-false-alarms", "0"], copied), ([], None)):
+        out = tmp_path / f"decided{len(option)}.onnx"
+        command = [sys.executable, "-m", "cflnet_sdk", "calibrate", str(tile_onnx),
+                   "--unedited", str(folder), "--false-alarms", "0.5", *option, "-o", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        point = Localizer(out).contract.copy_move_threshold
+        assert point > expected if expected is not None else point == 0.5
+        assert "copy-move operating point" in done.stdout
+    refused = subprocess.run([*command[:-2], "--copy-move-false-alarms", "0.6", "-o",
+                              str(tmp_path / "x.onnx")], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0 and "at most --false-alarms" in refused.stderr

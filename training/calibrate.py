@@ -56,28 +56,34 @@ def worst_group_point(groups: dict[str, Sequence[float]], false_alarm_rate: floa
 
 
 def unedited_scores(model: str | Path, images: Iterable[Path | bytes], *,
-                    copy_move_threshold: float | None = None, backend: str = "auto",
-                    device: str = "auto", batch_size: int = 8) -> tuple[list[float], list[str]]:
-    """What the verdict compares with the decision threshold, per photo of ``images``, and the
-    problems of those that could not be read.
-
-    The network's score; with ``copy_move_threshold``, a photo whose copy-move score reaches it
-    is called tampered whatever the threshold (:mod:`cflnet_sdk.fusion`) and counts as 2.0.
-    """
+                    copy_move: bool = False, backend: str = "auto", device: str = "auto",
+                    batch_size: int = 8) -> tuple[list[float], list[float], list[str]]:
+    """Per photo of ``images``: the network's score and, with ``copy_move``, the copy-move
+    score (else an empty list); and the problems of the photos that could not be read."""
     from cflnet_sdk.localizer import Localizer
 
-    scores, problems = [], []
-    with Localizer(model, backend=backend, device=device,
-                   copy_move=copy_move_threshold is not None) as localizer:
+    network, copied, problems = [], [], []
+    with Localizer(model, backend=backend, device=device, copy_move=copy_move) as localizer:
         for result in localizer.predict_iter(images, batch_size, errors="return"):
             if isinstance(result, CFLNetError):
                 problems.append(str(result))
-            elif result.copy_move is not None and result.copy_move.score >= copy_move_threshold:
-                scores.append(2.0)
-            else:
-                scores.append(result.score if result.network_score is None
-                              else result.network_score)
-    return scores, problems
+                continue
+            network.append(result.score if result.network_score is None
+                           else result.network_score)
+            if result.copy_move is not None:
+                copied.append(result.copy_move.score)
+    return network, copied, problems
+
+
+def verdict_scores(network: Sequence[float], copy_move: Sequence[float],
+                   copy_move_threshold: float | None) -> list[float]:
+    """What the verdict compares with the decision threshold: the network's score, or 2.0 for a
+    photo whose copy-move score reaches ``copy_move_threshold`` (called tampered whatever the
+    threshold, :mod:`cflnet_sdk.fusion`)."""
+    if copy_move_threshold is None:
+        return list(network)
+    return [2.0 if copied >= copy_move_threshold else score
+            for score, copied in zip(network, copy_move, strict=True)]
 
 
 def with_decision(path: str | Path, decision_threshold: float, false_alarm_rate: float,

@@ -22,6 +22,10 @@ def calibrate(
                                 "model (the same format; weights unchanged)."),
     copy_move: bool = typer.Option(True, "--copy-move/--no-copy-move", help="Fuse copy-move "
                                    "evidence into the verdict (at its own operating point)."),
+    copy_move_false_alarms: float | None = typer.Option(
+        None, "--copy-move-false-alarms", min=0.0, max=0.99, help="Raise the copy-move "
+        "operating point from the module's 0.5 until copy-move evidence alone calls at most "
+        "this share of each group tampered (at most --false-alarms)."),
     backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
@@ -30,15 +34,25 @@ def calibrate(
     held to the rate, so no kind of photo hides behind another). The threshold and the rate
     travel in the file's contract, so every backend and `cflnet serve` decide alike. With
     copy-move evidence (the default), a photo it calls copied counts as a false alarm whatever
-    the threshold, and the network's threshold is chosen for the rest of the allowance."""
-    from cflnet_sdk.training.calibrate import unedited_scores, with_decision, worst_group_point
+    the threshold, and the network's threshold is chosen for the rest of the allowance;
+    --copy-move-false-alarms chooses the copy-move operating point on the same photos first."""
+    from cflnet_sdk.errors import ConfigError
+    from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD
+    from cflnet_sdk.training.calibrate import (
+        unedited_scores,
+        verdict_scores,
+        with_decision,
+        worst_group_point,
+    )
     from cflnet_sdk.training.data.readers import open_dataset
     from cflnet_sdk.training.evaluate import data_label, resaved_as_jpeg
 
-    copy_move_threshold = None
-    if copy_move:
-        from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD as copy_move_threshold
-    groups: dict[str, list[float]] = {}
+    if copy_move_false_alarms is not None and (not copy_move or
+                                               copy_move_false_alarms > false_alarms):
+        raise ConfigError("--copy-move-false-alarms needs copy-move evidence and at most "
+                          "--false-alarms: the verdict's false alarms include its own")
+    network: dict[str, list[float]] = {}
+    copied: dict[str, list[float]] = {}
     for path in unedited:
         dataset = open_dataset(path, on_error="skip")
         for problem in dataset.problems:
@@ -47,16 +61,25 @@ def calibrate(
         for quality in [None, *(resave_jpeg or [])]:
             sources = (photo if quality is None else resaved_as_jpeg(photo, quality)
                        for photo in photos)
-            scores, problems = unedited_scores(model, sources,
-                                               copy_move_threshold=copy_move_threshold,
-                                               backend=backend, device=device)
+            name = data_label(path, quality)
+            network[name], copied[name], problems = unedited_scores(
+                model, sources, copy_move=copy_move, backend=backend, device=device)
             for problem in problems:
                 typer.secho(f"skipped: {problem}", fg=typer.colors.YELLOW, err=True)
-            groups[data_label(path, quality)] = scores
+    copy_move_threshold = None
+    if copy_move:
+        # raised from the module's point, never lowered: photos without a pair say nothing
+        # about how low it could safely go
+        copy_move_threshold = SCORE_THRESHOLD if copy_move_false_alarms is None else \
+            max(SCORE_THRESHOLD, worst_group_point(copied, copy_move_false_alarms)[0])
+    groups = {name: verdict_scores(scores, copied[name], copy_move_threshold)
+              for name, scores in network.items()}
     threshold, hardest = worst_group_point(groups, false_alarms)
     contract = with_decision(model, threshold, false_alarms, output, copy_move_threshold)
     typer.echo(f"wrote {output}: decision threshold {contract.decision_threshold:.4f} "
                f"({false_alarms:.1%} of false alarms allowed in each group; set by {hardest})")
+    if copy_move_threshold is not None:
+        typer.echo(f"  copy-move operating point {copy_move_threshold:.4f}")
     for name, scores in groups.items():
         flagged = sum(score >= threshold for score in scores)
         typer.echo(f"  {name}: {flagged} of {len(scores)} unedited photo(s) called tampered")
