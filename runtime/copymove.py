@@ -469,13 +469,12 @@ def _verify(detail: _Detail, transform: np.ndarray, src: np.ndarray, dst: np.nda
     similarity = float(np.concatenate([target.values, source.values]).mean())
     if similarity < params.min_similarity:
         return None
-    target_mask = target.whole(detail.shape)
-    repeats = _repeats(detail, transform, target_mask, src, params)
-    return _Verified(transform, target_mask, source.whole(detail.shape), similarity, len(src),
-                     repeats)
+    repeats = _repeats(detail, transform, target, src, params)
+    return _Verified(transform, target.whole(detail.shape), source.whole(detail.shape),
+                     similarity, len(src), repeats)
 
 
-def _repeats(detail: _Detail, transform: np.ndarray, target: np.ndarray, src: np.ndarray,
+def _repeats(detail: _Detail, transform: np.ndarray, target: _Region, src: np.ndarray,
              params: CopyMoveDetector) -> float:
     """How well the photo also matches itself under the transform applied twice, in [0, 1].
 
@@ -487,10 +486,9 @@ def _repeats(detail: _Detail, transform: np.ndarray, target: np.ndarray, src: np
     twice = (np.vstack([transform, [0, 0, 1]]) @ np.vstack([transform, [0, 0, 1]]))[:2]
     if np.median(_residuals(twice, src, src)) < _min_offset(detail.shape, params):
         return 1.0
-    window = _Window.around(_corners(cv2.boundingRect(target.astype(np.uint8))), 0.0,
-                            detail.shape)
-    corr = _correlation(detail, twice, window)
-    return float(corr[window.crop(target)].mean())
+    # the copy keeps clear of its window's cut sides, so the window gives the whole image's values
+    corr = _correlation(detail, twice, target.window)
+    return float(corr[target.mask].mean())
 
 
 @dataclass(frozen=True)
@@ -533,12 +531,6 @@ class _Window:
                 or (self.y1 < shape[0] and self.y0 + y + h > self.y1 - _EDGE))
 
 
-def _corners(box: tuple[int, int, int, int]) -> np.ndarray:
-    """The first and last pixel of an OpenCV box (x, y, w, h), as two points."""
-    x, y, w, h = box
-    return np.array([[x, y], [x + w - 1, y + h - 1]], np.float32)
-
-
 @dataclass(frozen=True)
 class _Region:
     """A correlated region found inside a window, with the correlation over it."""
@@ -579,7 +571,8 @@ def _matched_region(detail: _Detail, transform: np.ndarray, points: np.ndarray,
         mask, (x, y, w, h) = found
         if not window.reaches_cut((x, y, w, h), detail.shape):
             return _Region(window, mask, corr)
-        reach = _corners((window.x0 + x, window.y0 + y, w, h))
+        x, y = x + window.x0, y + window.y0  # the region's box in the image
+        reach = np.array([[x, y], [x + w - 1, y + h - 1]], np.float32)
         window = window.union(_Window.around(reach, params.search_grow, detail.shape))
 
 
