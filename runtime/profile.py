@@ -82,8 +82,8 @@ class Stopwatch:
 def profile_round(localizer: Any, photo: Path, watch: Stopwatch) -> tuple[int, int, int]:
     """One ``predict`` of ``photo``, every stage timed into ``watch``; returns the photo's
     height and width and how many model inputs it took."""
-    from cflnet_sdk.fusion import fuse
     from cflnet_sdk.images import load_image
+    from cflnet_sdk.prediction import Prediction
 
     watch.new_round()
     rgb = watch.time("decode", load_image, photo)
@@ -99,8 +99,9 @@ def profile_round(localizer: Any, photo: Path, watch: Stopwatch) -> tuple[int, i
     fusion = localizer.fusion
     if fusion is not None:
         found = watch.time("copy-move", fusion.detector.analyse, rgb)
-        watch.time("fusion", fuse, probability, score, found.probability, found.score,
-                   fusion.threshold, localizer.decision_threshold, localizer.threshold)
+        network = Prediction(probability, score, localizer.threshold,
+                             decision_threshold=localizer.decision_threshold)
+        watch.time("fusion", fusion, network, found)
     return (*rgb.shape[:2], len(inputs))
 
 
