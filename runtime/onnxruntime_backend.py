@@ -66,10 +66,14 @@ def _precision_of(session: Any) -> str:
     return "bf16" if label == "fp32" and in_bf16 else label
 
 
+def _computes_bf16() -> bool:
+    return not BF16_FLAGS.isdisjoint(cpu_flags())
+
+
 def openvino_options() -> dict[str, str]:
     """OpenVINO on the CPU, in bfloat16 where the CPU computes it natively."""
     options = {"device_type": "CPU"}
-    if not BF16_FLAGS.isdisjoint(cpu_flags()):
+    if _computes_bf16():
         options["load_config"] = json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": "bf16"}})
     return options
 
@@ -77,7 +81,7 @@ def openvino_options() -> dict[str, str]:
 def openvino_hint(providers: list[str]) -> str | None:
     """A line for a session on ONNX Runtime's own CPU kernels on a CPU that computes bfloat16
     natively, where the OpenVINO EP would run the network about four times faster."""
-    if providers[:1] != [CPU_EP] or BF16_FLAGS.isdisjoint(cpu_flags()):
+    if providers[:1] != [CPU_EP] or not _computes_bf16():
         return None
     return ("hint: this CPU computes bfloat16 natively; with onnxruntime-openvino (pip install "
             "\"cflnet-sdk[openvino]\" instead of [cpu]) the network runs about 4 times faster "
