@@ -3,7 +3,8 @@ alarms on unedited photos and on splices, seconds per megapixel, and peak memory
 
     python benchmarks/copymove.py accuracy [--noso DIR] [--photos DIR] [--per-photo 2] [--seed 0]
     python benchmarks/copymove.py verdict [--model FILE]   # the same sets through Localizer()
-    python benchmarks/copymove.py alarms [--data DIR ...] [--threshold 0.5]
+    python benchmarks/copymove.py alarms [--data DIR ...] [--threshold 0.55]
+    python benchmarks/copymove.py operating-point [--rate 0.005]  # chooses SCORE_THRESHOLD
     python benchmarks/copymove.py speed [--megapixels 1 12]
     python benchmarks/copymove.py memory [--megapixels 50]
 
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from cflnet_sdk.runtime.copymove import CopyMoveDetector
+from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD, CopyMoveDetector
 from cflnet_sdk.training.data.ops import jpeg_roundtrip
 from cflnet_sdk.training.data.readers import open_dataset
 from cflnet_sdk.training.data.sources import PhotoSource
@@ -180,11 +181,48 @@ def alarms(args: argparse.Namespace) -> None:
         for _, _, rgb, _ in dataset_items(path):
             evidence = detector.analyse(rgb)
             scores.append(evidence.score)
-            flagged.append(float((evidence.probability >= 0.5).mean()))
+            flagged.append(float((evidence.probability >= args.threshold).mean()))
         scores = np.array(scores)
         print(f"{path.name:10s} {len(scores):4d} images  score >= {args.threshold}: "
               f"{(scores >= args.threshold).mean():.1%}  any pair: {(scores > 0).mean():.1%}  "
               f"mean share of pixels flagged {np.mean(flagged):.4%}")
+
+
+def training_photos(photos: Path):
+    """Yields (name, rgb) of the photos training draws from, less those the validation set
+    holds (``docs/unedited-validation-photos.txt``): unedited photos the detector was never
+    measured on, on which its operating point is chosen."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from unedited_validation import listed_photos
+
+    listed = listed_photos()
+    source = PhotoSource(folders=(str(photos),), split="train")
+    for index, name in enumerate(source.names):
+        if Path(name).resolve().relative_to(photos.resolve()).as_posix() not in listed:
+            yield Path(name).name, source.photo(index)
+
+
+def operating_point(args: argparse.Namespace) -> None:
+    """The lowest score threshold that at most ``--rate`` of the training photos reach, as they
+    are and after each re-save (every group held to the rate)."""
+    from cflnet_sdk.training.calibrate import worst_group_point
+
+    detector = CopyMoveDetector()
+    groups: dict[str, list[float]] = defaultdict(list)
+    for name, rgb in training_photos(args.photos):
+        for quality in [None, *args.resave_jpeg]:
+            score = detector.analyse(rgb if quality is None else jpeg_roundtrip(rgb, quality)).score
+            groups["as they are" if quality is None else f"re-saved q{quality}"].append(score)
+            if args.verbose and score > 0.4:
+                print(f"  {name:40s} q{quality} score {score:.3f}", flush=True)
+    threshold, hardest = worst_group_point(groups, args.rate)
+    for group, scores in groups.items():
+        print(f"{group:14s} {len(scores)} photos: " + ", ".join(
+            f"{np.mean(np.array(scores) >= t):.1%} >= {t}" for t in (0.5, 0.55, 0.6, threshold)))
+    print(f"operating point for at most {args.rate:.1%} of each group: {threshold:.4f} "
+          f"(set by {hardest})")
 
 
 def big_photo(megapixels: float, seed: int) -> np.ndarray:
@@ -263,8 +301,16 @@ def main() -> None:
                                 help="scores on photos without copy-moves")
     alarm.add_argument("--data", type=Path, nargs="+",
                        default=[REAL_VAL / "authentic", REAL_VAL / "misd"])
-    alarm.add_argument("--threshold", type=float, default=0.5, help="the decision threshold")
+    alarm.add_argument("--threshold", type=float, default=SCORE_THRESHOLD,
+                       help="the decision threshold")
     alarm.set_defaults(run=alarms)
+    point = commands.add_parser("operating-point", parents=[common],
+                                help="the score threshold chosen on the training photos")
+    point.add_argument("--photos", type=Path, default=PHOTOS)
+    point.add_argument("--rate", type=float, default=0.005, help="share of photos allowed")
+    point.add_argument("--resave-jpeg", type=int, nargs="*", default=[75])
+    point.add_argument("--verbose", action="store_true", help="each photo scoring over 0.4")
+    point.set_defaults(run=operating_point)
     for name, run, default in (("speed", speed, [1.0, 12.0]), ("memory", memory, [50.0])):
         command = commands.add_parser(name, parents=[common], help=f"{name} on big photos")
         command.add_argument("--megapixels", type=float, nargs="+", default=default)

@@ -104,8 +104,9 @@ def test_cli_calibrate_an_onnx_model_on_unedited_photos(tile_onnx, tmp_path):
 
 def test_cli_calibrate_raises_the_copy_move_point_for_its_false_alarms(tile_onnx, tmp_path):
     """--copy-move-false-alarms 0: a photo with a cloned patch among the "unedited" ones sets
-    the copy-move operating point above its score; without the option the module's 0.5."""
+    the copy-move operating point above its score; without the option the module's."""
     from cflnet_sdk import Localizer
+    from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD
     from tests.conftest import photo_array
     from tests.test_fusion import cloned_photo
 
@@ -117,7 +118,7 @@ def test_cli_calibrate_raises_the_copy_move_point_for_its_false_alarms(tile_onnx
     rows = [{"image": name, "mask": None} for name in ("cloned.png", "coffee.png")]
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     copied = Localizer(tile_onnx, copy_move=True).predict(rgb).copy_move.score
-    assert copied >= 0.5
+    assert copied >= SCORE_THRESHOLD
     for option, expected in ((["--copy-move-false-alarms", "0"], copied), ([], None)):
         out = tmp_path / f"decided{len(option)}.onnx"
         command = [sys.executable, "-m", "cflnet_sdk", "calibrate", str(tile_onnx),
@@ -126,7 +127,7 @@ def test_cli_calibrate_raises_the_copy_move_point_for_its_false_alarms(tile_onnx
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert done.returncode == 0, done.stderr[-3000:]
         point = Localizer(out).contract.copy_move_threshold
-        assert point > expected if expected is not None else point == 0.5
+        assert point > expected if expected is not None else point == SCORE_THRESHOLD
         assert "copy-move operating point" in done.stdout
     refused = subprocess.run([*command[:-2], "--copy-move-false-alarms", "0.6", "-o",
                               str(tmp_path / "x.onnx")], capture_output=True, text=True,

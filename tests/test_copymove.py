@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cflnet_sdk.runtime.copymove import CopyMoveDetector, CopyMoveEvidence, RegionPair
+from cflnet_sdk.runtime.copymove import (
+    SCORE_THRESHOLD,
+    CopyMoveDetector,
+    CopyMoveEvidence,
+    RegionPair,
+    _confidence,
+    _shared,
+    _Verified,
+)
 from cflnet_sdk.training.data.ops import jpeg_roundtrip
 from tests.conftest import photo_array
 
@@ -56,7 +64,7 @@ def check_found(evidence: CopyMoveEvidence, mask: np.ndarray,
     assert evidence.probability.shape == mask.shape
     assert evidence.probability.dtype == np.float32
     assert roc_auc_score(mask.ravel(), evidence.probability.ravel()) > 0.9
-    assert evidence.score >= 0.5
+    assert evidence.score >= SCORE_THRESHOLD
     return next(pair for pair in evidence.pairs if same_transform(pair.transform, transform))
 
 
@@ -118,13 +126,13 @@ def test_exact_copy_too_plain_for_keypoints_is_found_by_its_blocks() -> None:
 
 def test_unedited_photos_stay_quiet() -> None:
     for name in ("astronaut", "coffee", "chelsea"):
-        assert DETECTOR.analyse(photo_array(name)).score < 0.5
+        assert DETECTOR.analyse(photo_array(name)).score < SCORE_THRESHOLD
 
 
 def test_repetitive_texture_stays_quiet() -> None:
     brick = photo_array("brick")  # a photographed brick wall: genuine repeated structure
     evidence = DETECTOR.analyse(brick)
-    assert evidence.score < 0.5
+    assert evidence.score < SCORE_THRESHOLD
     assert (evidence.probability >= 0.5).mean() < 0.05
 
 
@@ -139,7 +147,7 @@ def test_noise_and_gradient_images() -> None:
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     ramp = np.broadcast_to(np.linspace(0, 255, 512, dtype=np.uint8)[None, :, None], (256, 512, 3))
     for rgb in (noise, np.ascontiguousarray(ramp)):
-        assert DETECTOR.analyse(rgb).score < 0.5
+        assert DETECTOR.analyse(rgb).score < SCORE_THRESHOLD
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (8, 8, 3), (20, 300, 3), (40, 40, 3), (64, 64)])
@@ -167,3 +175,30 @@ def test_module_imports_no_torch() -> None:
     code = "import sys, cflnet_sdk.runtime.copymove; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def verified(transform: list[list[float]], target: tuple[slice, slice],
+             source: tuple[slice, slice]) -> _Verified:
+    masks = np.zeros((2, 100, 100), bool)
+    masks[0][target], masks[1][source] = True, True
+    return _Verified(np.array(transform), masks[0], masks[1], 0.9, 20, 0.0)
+
+
+def test_regions_other_moves_also_match_are_shared() -> None:
+    """A row of windows matches itself under two shifts, and each pair covers part of the
+    other's regions; a copy found twice under the same move shares nothing."""
+    shift = [[1.0, 0, 30], [0, 1.0, 0]]
+    once = verified(shift, (slice(0, 20), slice(30, 50)), (slice(0, 20), slice(0, 20)))
+    again = verified(shift, (slice(0, 20), slice(32, 52)), (slice(0, 20), slice(2, 22)))
+    assert _shared([once, again]) == [0.0, 0.0]
+    longer = verified([[1.0, 0, 60], [0, 1.0, 0]], (slice(0, 20), slice(60, 80)),
+                      (slice(0, 20), slice(0, 20)))
+    assert _shared([once, longer]) == [0.5, 0.5]
+    assert _shared([once]) == [0.0]
+
+
+def test_shared_regions_lower_the_confidence() -> None:
+    found = verified([[1.0, 0, 30], [0, 1.0, 0]], (slice(0, 20), slice(30, 50)),
+                     (slice(0, 20), slice(0, 20)))
+    alone, shared = _confidence(found, 0.0, DETECTOR), _confidence(found, 1.0, DETECTOR)
+    assert shared == pytest.approx(alone * (1 - DETECTOR.shared_discount))

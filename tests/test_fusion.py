@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from cflnet_sdk.fusion import fuse, on_decision_scale
+from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD
 
 from .conftest import photo_array
 
@@ -83,9 +84,9 @@ def test_localizer_fuses_copy_move_evidence_when_asked(tile_onnx):
     found = fused.evidence["copy-move"]
     assert roc_auc_score(truth.ravel(), found.ravel()) > 0.9
     assert np.array_equal(fused.probability, fuse(
-        plain.probability, plain.score, found, fused.copy_move.score, 0.5,
+        plain.probability, plain.score, found, fused.copy_move.score, SCORE_THRESHOLD,
         plain.decision, plain.threshold)[0])
-    assert fused.probability[found >= 0.5].min() >= plain.probability.max()
+    assert fused.probability[found >= SCORE_THRESHOLD].min() >= plain.probability.max()
     assert fused.tampered and fused.mask[truth].mean() > 0.5
     summary = fused.to_dict()
     assert summary["copy_move_score"] > 0 and summary["copy_move_pairs"]

@@ -24,8 +24,9 @@ def calibrate(
                                    "evidence into the verdict (at its own operating point)."),
     copy_move_false_alarms: float | None = typer.Option(
         None, "--copy-move-false-alarms", min=0.0, max=0.99, help="Raise the copy-move "
-        "operating point from the module's 0.5 until copy-move evidence alone calls at most "
-        "this share of each group tampered (at most --false-alarms)."),
+        "operating point from the module's (0.55, chosen on training photos) until copy-move "
+        "evidence alone calls at most this share of each group tampered (at most "
+        "--false-alarms)."),
     backend: str = typer.Option("auto", "--backend", help="auto, torch, onnxruntime."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
