@@ -16,8 +16,9 @@ published descriptions; no code was taken from their GPL/AGPL implementations):
 4. Dense verification: the photo's detail is warped by each transform and by its inverse and
    compared with itself by local normalised cross-correlation; regions that agree, contain the
    matched points and are large enough are the copy and its source. Genuine look-alikes
-   (windows, tiles, twin objects) match as keypoints but rarely pixel by pixel, and periodic or
-   symmetric structure, which also matches under the transform applied twice, is discounted.
+   (windows, tiles, twin objects) match as keypoints but rarely pixel by pixel; periodic or
+   symmetric structure, which also matches under the transform applied twice, and repeated
+   structure, whose regions several moves match, are discounted.
 
 Matching runs at ``match_max_side`` and verification at ``verify_max_pixels`` at most, so a
 50-megapixel photo costs bounded memory: the only full-size arrays are the caller's photo and
@@ -663,8 +664,8 @@ def _evidence(verified: list[_Verified], size: tuple[int, int], scale: float,
 def _shared(verified: list[_Verified]) -> list[float]:
     """Per pair, the largest share of its regions that a pair with another move also covers.
 
-    Repeated structure (rows of windows, a balustrade, twin lamps seen in perspective) matches
-    itself under several moves, each a slightly different shift or scale, so its pairs overlap;
+    Repeated structure (rows of windows, a balustrade, seen in perspective) matches itself
+    under several moves, each a slightly different shift or scale, so its pairs overlap;
     a copy pasted once is one pair. Pairs that move alike (the same copy found twice) do not
     count against each other.
     """
