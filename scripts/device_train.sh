@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train default-model candidates on a lent GPU machine within a fixed wall-clock budget, then
-# choose each run's epoch on real forgeries and leave the chosen weights in $OUT.
+# choose each run's epoch on real forgeries (and, when $DATA/unedited was packed, on how well it
+# tells them from unedited photos) and leave the chosen weights in $OUT.
 #
 # The machine reaches nothing outside, so its data travel in .devdata (scripts/pack_device_data.py)
 # and the package runs from the source tree through a link farm (no pip, no build backend).
@@ -84,10 +85,11 @@ done
 wait "${pids[@]}"  # a plain `wait` would also wait for the log's tee
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>/dev/null
 
-last=()
+last=() unedited=()
 [ "${#variants[@]}" -eq 1 ] && last=(--keep-last)
-"$PYTHON" "$repo/scripts/choose_epochs.py" "${runs[@]}" --data "$DATA/select" --device "$DEVICE" \
-  --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" "${last[@]}" \
+[ -d "$DATA/unedited" ] && unedited=(--unedited "$DATA/unedited")  # detection decides
+"$PYTHON" "$repo/scripts/choose_epochs.py" "${runs[@]}" --data "$DATA/select" "${unedited[@]}" \
+  --device "$DEVICE" --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" "${last[@]}" \
   -o "$RUNS/chosen"
 # at most 8 files come back: the log, one archive, two parts per checkpoint (four at most)
 tar czf "$OUT/results.tgz" -C "$RUNS" chosen/choice.json "${metrics[@]}" -C "$OUT" "${logs[@]}" \

@@ -3,11 +3,15 @@
 The device machine reaches nothing outside and takes at most 64 MiB of working tree, so the data
 travel with it: training-split photos, whole files in folder order then by name, until the byte
 budget (their names unchanged, so the held-out split by file name stays the same there); a few
-held-out photos for the synthetic validation; and the selection set, the first pairs of a real
-forgery set, re-encoded as lossless WebP (checked pixel for pixel) to fit.
+held-out photos for the synthetic validation; the selection set, the first pairs of a real
+forgery set, re-encoded as lossless WebP (checked pixel for pixel) to fit; and, with
+``--unedited``, the first photos of a set nobody edited, copied byte for byte, on which the
+epoch choice measures image-level detection (false alarms depend on how a photo was stored).
 
     python scripts/pack_device_data.py --photos ../shared/photos --folders dresden,imagenet-sample \
-        --select ../shared/data/real-val/misd --select-count 120 --budget-mib 60 -o .devdata
+        --select ../shared/data/real-val/misd --select-count 120 \
+        --unedited ../shared/data/real-val/authentic --unedited-count 133 --budget-mib 60 \
+        -o .devdata
 """
 
 from __future__ import annotations
@@ -53,6 +57,21 @@ def pack_selection(root: Path, count: int, out: Path) -> int:
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
 
+def pack_unedited(root: Path, count: int, out: Path) -> int:
+    """The first ``count`` unedited photos (``"mask": null`` rows) of a manifest dataset, copied
+    byte for byte; bytes written."""
+    lines = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()
+             if line.strip()]
+    (out / "images").mkdir(parents=True)
+    rows = []
+    for line in [line for line in lines if line["mask"] is None][:count]:
+        image = out / "images" / Path(line["image"]).name
+        shutil.copyfile(root / line["image"], image)
+        rows.append({**line, "image": str(image.relative_to(out))})
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
 def pack_photos(root: Path, folders: list[str], budget: int, held_out: int, out: Path
                 ) -> list[Path]:
     """Held-out photos first (validation only), then training photos until ``budget`` bytes."""
@@ -80,6 +99,8 @@ def main() -> None:
                         help="photo folders in order of priority")
     parser.add_argument("--select", type=Path, required=True, help="manifest dataset")
     parser.add_argument("--select-count", type=int, default=120)
+    parser.add_argument("--unedited", type=Path, help="manifest dataset of unedited photos")
+    parser.add_argument("--unedited-count", type=int, default=133)
     parser.add_argument("--held-out", type=int, default=20, help="held-out photos for validation")
     parser.add_argument("--budget-mib", type=float, default=60.0, help="for all of -o")
     parser.add_argument("-o", "--out", type=Path, required=True)
@@ -87,6 +108,8 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
     selected = pack_selection(args.select, args.select_count, args.out / "select")
+    if args.unedited:
+        selected += pack_unedited(args.unedited, args.unedited_count, args.out / "unedited")
     chosen = pack_photos(args.photos, args.folders.split(","),
                          int(args.budget_mib * MIB) - selected, args.held_out,
                          args.out / "photos")
@@ -94,7 +117,9 @@ def main() -> None:
     training = sum(not in_held_out(p.name) for p in chosen)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"{args.out}: {training} training + {len(chosen) - training} held-out photos, "
-          f"{args.select_count} selection pairs, {total / MIB:.1f} MiB")
+          f"{args.select_count} selection pairs"
+          f"{f', {args.unedited_count} unedited photos' if args.unedited else ''}, "
+          f"{total / MIB:.1f} MiB")
 
 
 if __name__ == "__main__":

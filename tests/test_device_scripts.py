@@ -53,15 +53,27 @@ def make_selection(folder: Path, count: int) -> None:
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def make_unedited(folder: Path, count: int) -> list[Path]:
+    """``count`` unedited JPEGs (``"mask": null`` rows) after one forged row."""
+    photos = noise_photos(folder / "images", count, shape=(64, 96), quality=80)
+    rows = [{"image": "images/forged.png", "mask": "masks/forged.png", "kind": "splice"}] + [
+        {"image": f"images/{p.name}", "mask": None, "kind": "authentic"} for p in photos]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return photos
+
+
 def pack(tmp_path: Path, photo_share: float, held_out: int = 2) -> tuple[Path, list[Path]]:
-    """Run the packer on 40 photos and 3 pairs, its budget a share of the photos' bytes."""
+    """Run the packer on 40 photos, 3 pairs and 4 unedited photos, its budget a share of the
+    photos' bytes."""
     photos = noise_photos(tmp_path / "photos" / "cam", 40, **PHOTOS)
     budget_mib = photo_share * sum(p.stat().st_size for p in photos) / 2**20
     make_selection(tmp_path / "misd", 3)
+    make_unedited(tmp_path / "authentic", 4)
     out = tmp_path / "devdata"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_device_data.py"),
                            "--photos", str(tmp_path / "photos"), "--folders", "cam",
                            "--select", str(tmp_path / "misd"), "--select-count", "2",
+                           "--unedited", str(tmp_path / "authentic"), "--unedited-count", "3",
                            "--held-out", str(held_out), "--budget-mib", str(budget_mib),
                            "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -85,6 +97,12 @@ def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
     for i, row in enumerate(rows):
         original = np.asarray(Image.open(tmp_path / "misd" / "images" / f"s{i}.png"))
         assert np.array_equal(np.asarray(Image.open(out / "select" / row["image"])), original)
+    unedited = [json.loads(line) for line in
+                (out / "unedited" / "manifest.jsonl").read_text().splitlines()]
+    assert len(unedited) == 3 and all(row["mask"] is None for row in unedited)
+    for row in unedited:  # byte for byte: their compression history is what is measured
+        source = tmp_path / "authentic" / row["image"]
+        assert (out / "unedited" / row["image"]).read_bytes() == source.read_bytes()
 
 
 def test_the_chosen_epoch_beats_ela_on_real_forgeries_then_does_best_on_synthetic():
@@ -96,6 +114,17 @@ def test_the_chosen_epoch_beats_ela_on_real_forgeries_then_does_best_on_syntheti
     assert choose(rows)["epoch"] == 2  # epoch 3 is better on synthetic but loses to ELA
     below = [row(1, 0.80, 0.70), row(2, 0.85, 0.60)]
     assert choose(below)["epoch"] == 2  # none beats ELA: the best on the real forgeries
+
+
+def test_detection_against_unedited_photos_decides_among_epochs_beating_ela():
+    def row(epoch: int, real: float, detection: float | None) -> dict:
+        return {"epoch": epoch, "pixel_auc": real, "ela_pixel_auc": 0.87,
+                "detection_auc": detection, "synthetic_val_auc": 0.9 - epoch / 100}
+
+    rows = [row(1, 0.90, 0.80), row(2, 0.88, 0.93), row(3, 0.85, 0.97), row(4, 0.95, None)]
+    assert choose(rows)["epoch"] == 2  # epoch 3 detects better but loses to ELA
+    unmeasured = [row(1, 0.90, None), row(2, 0.89, None)]
+    assert choose(unmeasured)["epoch"] == 1  # no detection: the synthetic validation decides
 
 
 def device_train(tmp_path: Path, data: Path, name: str, **settings: str) -> Path:
@@ -144,6 +173,7 @@ def test_device_training_dry_run_returns_each_runs_best_then_continues(tmp_path)
     for run in ("srm", "nosrm"):
         rows = [row for row in choice["scores"] if row["run"] == run]
         assert all(row["synthetic_val_auc"] is not None for row in rows)  # from metrics.csv
+        assert all(row["detection_auc"] is not None for row in rows)  # the packed unedited set
         best = choice["best"][run]
         assert best == choose(rows)
         assert choice["kept"][run] == {"best": f"epoch-{best['epoch']:03d}.safetensors"}
