@@ -119,6 +119,12 @@ class Contract:
                        copy_move_threshold=None)
 
     @property
+    def fuses_copy_move(self) -> bool:
+        """Whether the verdict includes copy-move evidence: the contract sets its operating
+        point (as the shipped default's does)."""
+        return self.copy_move_threshold is not None
+
+    @property
     def decision(self) -> float:
         """The image-level operating point on ``Prediction.score``."""
         return self.threshold if self.decision_threshold is None else self.decision_threshold

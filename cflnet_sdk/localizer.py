@@ -117,8 +117,7 @@ class Localizer:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} {value} is outside [0, 1]")
         self.tile_batch = tile_batch
-        self.copy_move = self.contract.copy_move_threshold is not None if copy_move is None \
-            else copy_move
+        self.copy_move = self.contract.fuses_copy_move if copy_move is None else copy_move
         # The copy-move evidence fused into every verdict, or None (public so profiles can time it).
         self._lock = None if self.backend.thread_safe else threading.Lock()
         self._workers = workers or min(8, cpu_count())
@@ -303,8 +302,8 @@ class CopyMoveFusion:
         from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD, CopyMoveDetector
 
         self.detector = CopyMoveDetector()
-        self.threshold = contract.copy_move_threshold if \
-            contract.copy_move_threshold is not None else SCORE_THRESHOLD
+        self.threshold = contract.copy_move_threshold if contract.fuses_copy_move else \
+            SCORE_THRESHOLD
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cflnet-copy-move")
 
     def start(self, rgb: np.ndarray) -> Future[CopyMoveEvidence]:

@@ -99,6 +99,6 @@ def write_ensemble_repository(model: str | Path, repository: str | Path,
     target = Path(repository) / options.name
     shutil.rmtree(target, ignore_errors=True)
     (target / "1").mkdir(parents=True)
-    config = ensemble_config(options.name, output, params, pipeline.fuses_copy_move(contract))
+    config = ensemble_config(options.name, output, params, contract.fuses_copy_move)
     (target / "config.pbtxt").write_text(config, encoding="utf-8")
     return target

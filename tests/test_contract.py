@@ -98,6 +98,9 @@ def test_the_decision_travels_and_is_checked():
     for field in ("decision_threshold", "false_alarm_rate"):
         with pytest.raises(ConfigError, match=f"{field} 1.5 is outside"):
             Contract(**{field: 1.5})
+    fused = Contract(decision_threshold=0.83, copy_move_threshold=0.55)
+    assert fused.fuses_copy_move and not contract.fuses_copy_move
+    assert not fused.uncalibrated().fuses_copy_move
 
 
 def test_tile_and_error_level_fields_round_trip_and_are_checked():

@@ -110,11 +110,6 @@ def answer(localizer: Localizer, payloads: list[bytes], output: Output,
 
 
 # -- the Python steps of an ensemble around an ONNX Runtime or TensorRT model -------------------
-def fuses_copy_move(contract: Contract) -> bool:
-    """Whether the model's verdict includes copy-move evidence (as ``Localizer()``'s does)."""
-    return contract.copy_move_threshold is not None
-
-
 def prepare(payload: bytes, contract: Contract, max_tiles: int | None,
             max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """Encoded image -> (model inputs [N, C, H, W], size INT32 [2]): one input in resize mode,
@@ -161,7 +156,7 @@ def verdict(outputs: np.ndarray, size: np.ndarray, contract: Contract,
     probability, score = assemble(outputs, size, contract)
     prediction = Prediction(probability, score, contract.threshold,
                             decision_threshold=contract.decision)
-    if copy_move is None or contract.copy_move_threshold is None:
+    if copy_move is None or not contract.fuses_copy_move:
         return prediction
     found = CopyMoveEvidence(copy_move[0], float(copy_move[1].reshape(-1)[0]))
     return fused_prediction(prediction, found, contract.copy_move_threshold)

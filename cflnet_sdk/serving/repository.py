@@ -170,7 +170,7 @@ def step_configs(name: str, contract: Contract, model_batch: int | None, output:
     size = (pipeline.SIZE, "TYPE_INT32", [2])
     evidence = [(pipeline.COPY_MOVE, "TYPE_FP32", [-1, -1]),
                 (pipeline.COPY_MOVE_SCORE, "TYPE_FP32", [1])] \
-        if pipeline.fuses_copy_move(contract) else []
+        if contract.fuses_copy_move else []
 
     def step(role: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
              **params: str) -> str:

@@ -111,7 +111,7 @@ class TritonPythonModel:
             return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
 
         copy_move = (tensor(pipeline.COPY_MOVE), tensor(pipeline.COPY_MOVE_SCORE)) \
-            if pipeline.fuses_copy_move(self.contract) else None
+            if self.contract.fuses_copy_move else None
         verdict = pipeline.verdict(tensor(pipeline.MODEL_OUTPUT), tensor(pipeline.SIZE),
                                    self.contract, copy_move)
         return _tensors(pipeline.encode(verdict, self.output), False)
