@@ -651,25 +651,26 @@ def _evidence(verified: list[_Verified], size: tuple[int, int], scale: float,
         return _empty(height, width)
     small = np.zeros(verified[0].target.shape, np.float32)
     pairs = []
-    for found, shared in zip(verified, _shared(verified), strict=True):
+    regions = [found.target | found.source for found in verified]
+    for found, region, shared in zip(verified, regions, _shared(verified, regions), strict=True):
         confidence = _confidence(found, shared, params)
         # flat parts of a copy hold no detail to correlate: the map fills each part's hull
-        marked = _filled((found.target | found.source).astype(np.uint8), hull=True) > 0
+        marked = _filled(region.astype(np.uint8), hull=True) > 0
         small[marked] = np.maximum(small[marked], confidence)
         pairs.append(_pair(found, confidence, 1 / scale, marked.sum() / scale ** 2))
     probability = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
     return CopyMoveEvidence(probability, max(p.confidence for p in pairs), pairs)
 
 
-def _shared(verified: list[_Verified]) -> list[float]:
-    """Per pair, the largest share of its regions that a pair with another move also covers.
+def _shared(verified: list[_Verified], regions: list[np.ndarray]) -> list[float]:
+    """Per pair, the largest share of its regions (source and copy, ``regions``) that a pair
+    with another move also covers.
 
     Repeated structure (rows of windows, a balustrade, seen in perspective) matches itself
     under several moves, each a slightly different shift or scale, so its pairs overlap;
     a copy pasted once is one pair. Pairs that move alike (the same copy found twice) do not
     count against each other.
     """
-    regions = [found.target | found.source for found in verified]
     shared = []
     for one, region in zip(verified, regions, strict=True):
         others = [np.logical_and(region, other).sum()

@@ -184,17 +184,22 @@ def verified(transform: list[list[float]], target: tuple[slice, slice],
     return _Verified(np.array(transform), masks[0], masks[1], 0.9, 20, 0.0)
 
 
+def pairs(*found: _Verified) -> tuple[list[_Verified], list[np.ndarray]]:
+    """Verified pairs and their regions (source and copy), as ``_evidence`` passes them."""
+    return list(found), [one.target | one.source for one in found]
+
+
 def test_regions_other_moves_also_match_are_shared() -> None:
     """A row of windows matches itself under two shifts, and each pair covers part of the
     other's regions; a copy found twice under the same move shares nothing."""
     shift = [[1.0, 0, 30], [0, 1.0, 0]]
     once = verified(shift, (slice(0, 20), slice(30, 50)), (slice(0, 20), slice(0, 20)))
     again = verified(shift, (slice(0, 20), slice(32, 52)), (slice(0, 20), slice(2, 22)))
-    assert _shared([once, again]) == [0.0, 0.0]
+    assert _shared(*pairs(once, again)) == [0.0, 0.0]
     longer = verified([[1.0, 0, 60], [0, 1.0, 0]], (slice(0, 20), slice(60, 80)),
                       (slice(0, 20), slice(0, 20)))
-    assert _shared([once, longer]) == [0.5, 0.5]
-    assert _shared([once]) == [0.0]
+    assert _shared(*pairs(once, longer)) == [0.5, 0.5]
+    assert _shared(*pairs(once)) == [0.0]
 
 
 def test_shared_regions_lower_the_confidence() -> None:
