@@ -39,37 +39,43 @@ def lossless_webp(source: Path, target: Path) -> None:
             raise SystemExit(f"{source}: lossless WebP changed the pixels")
 
 
+def manifest_rows(root: Path) -> list[dict]:
+    """The rows of a manifest dataset's ``manifest.jsonl``, as written."""
+    return [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()
+            if line.strip()]
+
+
+def write_manifest(out: Path, rows: list[dict]) -> int:
+    """Write ``rows`` as ``out``'s manifest; the bytes of everything packed in ``out``."""
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
 def pack_selection(root: Path, count: int, out: Path) -> int:
     """The first ``count`` pairs of a manifest dataset, images as lossless WebP; bytes written."""
-    lines = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()
-             if line.strip()][:count]
     (out / "images").mkdir(parents=True)
     (out / "masks").mkdir()
     rows = []
-    for line in lines:
+    for line in manifest_rows(root)[:count]:
         image = out / "images" / (Path(line["image"]).stem + ".webp")
         lossless_webp(root / line["image"], image)
         mask = out / "masks" / Path(line["mask"]).name
         shutil.copyfile(root / line["mask"], mask)
         rows.append({**line, "image": str(image.relative_to(out)),
                      "mask": str(mask.relative_to(out))})
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return write_manifest(out, rows)
 
 
 def pack_unedited(root: Path, count: int, out: Path) -> int:
     """The first ``count`` unedited photos (``"mask": null`` rows) of a manifest dataset, copied
     byte for byte; bytes written."""
-    lines = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()
-             if line.strip()]
     (out / "images").mkdir(parents=True)
     rows = []
-    for line in [line for line in lines if line["mask"] is None][:count]:
+    for line in [line for line in manifest_rows(root) if line["mask"] is None][:count]:
         image = out / "images" / Path(line["image"]).name
         shutil.copyfile(root / line["image"], image)
         rows.append({**line, "image": str(image.relative_to(out))})
-    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return write_manifest(out, rows)
 
 
 def pack_photos(root: Path, folders: list[str], budget: int, held_out: int, out: Path
