@@ -1,4 +1,5 @@
-"""The patch contrastive loss is paper Eq. 2, checked against a plain per-anchor loop."""
+"""The patch contrastive loss is paper Eq. 2, checked against a plain per-anchor loop; the image
+score loss against the SDK's own ``image_score``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ F = torch.nn.functional
 
 from cflnet_sdk.training.losses import (  # noqa: E402
     CFLNetLoss,
+    image_score_loss,
     patch_contrastive_loss,
     patch_labels,
     weighted_cross_entropy,
@@ -141,3 +143,51 @@ def test_combined_loss_and_ce_only_ablation(case):
         full["ce"].item() + full["contrastive"].item(), rel=1e-6)
     assert ablation["loss"].item() == pytest.approx(full["ce"].item(), rel=1e-6)
     assert ablation["contrastive"].item() == 0.0
+
+
+def _logits_for(probability: torch.Tensor) -> torch.Tensor:
+    """Two-class logits whose tamper probability is ``probability`` (B, H, W)."""
+    margin = torch.logit(probability.clamp(1e-4, 1 - 1e-4))
+    return torch.stack([torch.zeros_like(margin), margin], dim=1)
+
+
+def test_image_score_loss_is_bce_of_the_sdk_score():
+    from cflnet_sdk.prediction import image_score
+
+    torch.manual_seed(1)
+    probability = torch.rand(3, 16, 16) * 0.3
+    probability[0, 2:4, 2:4] = 0.95  # a few confident pixels on an unedited image
+    mask = torch.zeros(3, 16, 16)
+    mask[1, 5:9, 5:9] = 1  # images 1 and 2 are tampered, image 0 is not
+    mask[2, 0, 0] = 1
+    scores = torch.tensor([image_score(p.numpy()) for p in probability.double()],
+                          dtype=torch.float64)
+    expected = F.binary_cross_entropy(scores, torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64))
+    got = image_score_loss(_logits_for(probability.double()), mask)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_image_score_loss_punishes_confident_pixels_on_unedited_photos_only():
+    quiet = torch.full((1, 32, 32), 0.05)
+    spotted = quiet.clone()
+    spotted[0, :2, :5] = 0.99  # 10 pixels: the top 1% of 1024
+    unedited, forged = torch.zeros(1, 32, 32), torch.zeros(1, 32, 32)
+    forged[0, :2, :5] = 1
+    assert image_score_loss(_logits_for(spotted), unedited) > 30 * image_score_loss(
+        _logits_for(quiet), unedited)
+    assert image_score_loss(_logits_for(spotted), forged) < 0.05
+    logits = _logits_for(spotted).requires_grad_()
+    image_score_loss(logits, unedited).backward()
+    touched = logits.grad[0, 1].abs() > 0
+    assert touched[:2, :5].all() and touched.sum() == 10  # only the top pixels are pushed
+
+
+def test_image_weight_adds_the_image_term_and_is_off_by_default(case):
+    embeddings, mask = case
+    logits = torch.randn(4, 2, 4, 4)
+    paper = CFLNetLoss()(logits, embeddings, mask)
+    ours = CFLNetLoss(image_weight=0.5)(logits, embeddings, mask)
+    assert paper["image"].item() == 0.0
+    assert ours["image"].item() == pytest.approx(image_score_loss(logits, mask).item())
+    assert ours["loss"].item() == pytest.approx(
+        paper["loss"].item() + 0.5 * ours["image"].item(), rel=1e-6)

@@ -53,6 +53,7 @@ def test_paper_recipe_defaults():
     assert (config.epochs, config.batch_size, config.size, config.seed) == (100, 4, 256, 1221)
     assert config.class_weights == (0.0892, 0.9108)
     assert (config.contrastive_weight, config.patch_size, config.temperature) == (1.0, 4, 0.1)
+    assert config.image_weight == 0.0  # the image-score loss is ours, off in the paper's recipe
     assert (config.backbone, config.aspp_channels, config.embedding_dim) == ("resnet50", 512, 256)
 
 
@@ -72,7 +73,8 @@ def test_flags_win_over_the_file(tmp_path):
     ({"ema_decay": 1.0}, "ema_decay 1.0 must be in"),
     ({"synth_save_jpeg": 1.5}, "synth_save_jpeg 1.5 must be in"),
     ({"synth_pristine": 1.0}, "synth_pristine 1.0 must be in"),
-    ({"synth_jpeg_quality": (90, 50)}, "synth_jpeg_quality")])
+    ({"synth_jpeg_quality": (90, 50)}, "synth_jpeg_quality"),
+    ({"image_weight": -1.0}, "image_weight >= 0")])
 def test_invalid_settings_say_what_to_do(bad, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig(**bad)

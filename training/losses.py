@@ -1,4 +1,5 @@
-"""CFL-Net losses: class-weighted cross-entropy plus the patch contrastive loss (paper Eq. 2).
+"""CFL-Net losses: class-weighted cross-entropy plus the patch contrastive loss (paper Eq. 2),
+and, ours, a loss on the image-level score.
 
 The contrastive loss is computed exactly as the paper writes it, one image at a time with an
 analytic gradient, so no batch x 4096 x 4096 similarity tensor and none of autograd's copies of
@@ -11,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from cflnet_sdk.prediction import TOP_FRACTION
 
 CE_CLASS_WEIGHTS = (0.0892, 0.9108)  # pristine, tampered (DESIGN section 3)
 
@@ -137,33 +140,64 @@ def patch_contrastive_loss(embeddings: torch.Tensor, mask: torch.Tensor, patch_s
     return total / (z.shape[0] * z.shape[1])
 
 
-def weighted_cross_entropy(logits: torch.Tensor, mask: torch.Tensor,
-                           class_weights: tuple[float, ...] = CE_CLASS_WEIGHTS) -> torch.Tensor:
-    """Class-weighted CE on logits upsampled to the mask size (bilinear, align_corners=True)."""
+def _upsampled(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits bilinearly upsampled (align_corners=True) to the mask's size, and the mask as
+    (B, H, W): where the inference output is defined, so the losses see what users see."""
     if mask.dim() == 4:
         mask = mask[:, 0]
     logits = F.interpolate(logits.float(), size=mask.shape[-2:], mode="bilinear",
                            align_corners=True)
+    return logits, mask
+
+
+def weighted_cross_entropy(logits: torch.Tensor, mask: torch.Tensor,
+                           class_weights: tuple[float, ...] = CE_CLASS_WEIGHTS) -> torch.Tensor:
+    """Class-weighted CE on logits upsampled to the mask size (bilinear, align_corners=True)."""
+    logits, mask = _upsampled(logits, mask)
     weight = torch.tensor(class_weights, device=logits.device, dtype=logits.dtype)
     return F.cross_entropy(logits, mask.long(), weight=weight)
 
 
+def image_score_loss(logits: torch.Tensor, mask: torch.Tensor,
+                     top_fraction: float = TOP_FRACTION) -> torch.Tensor:
+    """Binary cross-entropy of each image's score against whether any of it was tampered.
+
+    The score is the SDK's ``Prediction.score``: the mean of the image's top ``top_fraction``
+    tamper probabilities at the mask size. Ours, not the paper's: its pixel CE weighs an
+    unedited photo's pixels by 0.0892 each, so a handful of confident pixels costs almost
+    nothing, yet they alone are what calls an unedited photo tampered. Supervising the
+    image-level score directly is how MVSS-Net (Chen et al., ICCV 2021) keeps false alarms down.
+    """
+    logits, mask = _upsampled(logits, mask)
+    probability = logits.softmax(dim=1)[:, 1].flatten(1)
+    count = max(1, round(probability.shape[1] * top_fraction))
+    score = probability.topk(count, dim=1).values.mean(dim=1)
+    tampered = mask.flatten(1).any(dim=1).to(score.dtype)
+    return F.binary_cross_entropy(score.clamp(1e-6, 1 - 1e-6), tampered)
+
+
 class CFLNetLoss(nn.Module):
-    """CE + ``contrastive_weight`` x patch contrastive loss; weight 0 is the CE-only ablation."""
+    """CE + ``contrastive_weight`` x patch contrastive loss (+ ``image_weight`` x the image-score
+    loss, ours: 0, the paper's, by default); contrastive weight 0 is the CE-only ablation."""
 
     def __init__(self, contrastive_weight: float = 1.0, patch_size: int = 4,
-                 temperature: float = 0.1, class_weights: tuple[float, ...] = CE_CLASS_WEIGHTS):
+                 temperature: float = 0.1, class_weights: tuple[float, ...] = CE_CLASS_WEIGHTS,
+                 image_weight: float = 0.0):
         super().__init__()
         self.contrastive_weight = contrastive_weight
         self.patch_size = patch_size
         self.temperature = temperature
         self.class_weights = class_weights
+        self.image_weight = image_weight
 
     def forward(self, logits: torch.Tensor, embeddings: torch.Tensor, mask: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         ce = weighted_cross_entropy(logits, mask, self.class_weights)
-        if self.contrastive_weight == 0:
-            return {"loss": ce, "ce": ce, "contrastive": torch.zeros_like(ce)}
-        contrastive = patch_contrastive_loss(embeddings, mask, self.patch_size, self.temperature)
-        return {"loss": ce + self.contrastive_weight * contrastive, "ce": ce,
-                "contrastive": contrastive}
+        contrastive = image = torch.zeros_like(ce)
+        if self.contrastive_weight:
+            contrastive = patch_contrastive_loss(embeddings, mask, self.patch_size,
+                                                 self.temperature)
+        if self.image_weight:
+            image = image_score_loss(logits, mask)
+        loss = ce + self.contrastive_weight * contrastive + self.image_weight * image
+        return {"loss": loss, "ce": ce, "contrastive": contrastive, "image": image}

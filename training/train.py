@@ -41,11 +41,12 @@ from cflnet_sdk.training.train_data import (
 
 Log = Callable[[str], None]
 StepHook = Callable[[int, dict[str, torch.Tensor]], None]
-EPOCH_SUMS = ("loss", "ce", "contrastive", "steps", "samples", "seconds")
+LOSS_TERMS = ("loss", "ce", "contrastive", "image")  # what CFLNetLoss returns, logged per epoch
+EPOCH_SUMS = (*LOSS_TERMS, "steps", "samples", "seconds")
 VAL_KEYS = ("pixel_auc", "pixel_auc_flip_invariant_paper", "pooled_pixel_auc", "pixel_f1",
             "pixel_iou", "pixel_f1_best", "pixel_iou_best", "image_auc", "images",
             "pixel_auc_skipped_single_class")
-CSV_FIELDS = ("epoch", "step", "lr", "loss", "ce", "contrastive", "samples_per_s", "seconds",
+CSV_FIELDS = ("epoch", "step", "lr", *LOSS_TERMS, "samples_per_s", "seconds",
               *(f"val_{k}" for k in VAL_KEYS))
 
 
@@ -146,7 +147,7 @@ def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opti
                scaler: torch.amp.GradScaler, images: torch.Tensor, masks: torch.Tensor,
                precision_context: Callable[[], AbstractContextManager],
                ) -> dict[str, torch.Tensor]:
-    """Forward (under autocast), CE + contrastive loss in float32, backward, Adam step."""
+    """Forward (under autocast), the losses in float32, backward, Adam step."""
     optimizer.zero_grad(set_to_none=True)
     with precision_context():
         logits, embeddings = model(images)
@@ -305,7 +306,8 @@ class Trainer:
         from cflnet_sdk.training.losses import CFLNetLoss
 
         self.loss_fn = CFLNetLoss(config.contrastive_weight, config.patch_size,
-                                  config.temperature, tuple(config.class_weights))
+                                  config.temperature, tuple(config.class_weights),
+                                  config.image_weight)
         self.forward_model: nn.Module = self.model
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -384,7 +386,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.module.load_state_dict(payload["ema"], strict=True)
         self.position = Position(payload["epoch"], payload["batch"], payload["step"],
-                                 payload["sums"], payload["best_auc"], payload["best_epoch"])
+                                 # runs saved before the image loss lack its sum
+                                 {**dict.fromkeys(EPOCH_SUMS, 0.0), **payload["sums"]},
+                                 payload["best_auc"], payload["best_epoch"])
         rngs = payload["rng"]
         if len(rngs) == self.info.world_size:
             set_rng_state(rngs[self.info.rank])
@@ -477,7 +481,7 @@ class Trainer:
         now = time.perf_counter()
         seconds, count = now - self.window_start, len(self.window)
         means = {k: torch.stack([w[k] for w in self.window]).float().mean().item()
-                 for k in ("loss", "ce", "contrastive")}
+                 for k in LOSS_TERMS}
         self.window, self.window_start = [], now
         p = self.position
         if not math.isfinite(means["loss"]):
@@ -485,7 +489,7 @@ class Trainer:
                                         "lower --lr or use --precision fp32, then resume from "
                                         "the last save or start again", self.run_dir)
         samples = count * self.config.batch_size * self.info.world_size
-        for key in ("loss", "ce", "contrastive"):
+        for key in LOSS_TERMS:
             p.sums[key] += means[key] * count
         p.sums["steps"] += count
         p.sums["samples"] += samples
@@ -493,7 +497,10 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.display.show(f"epoch {p.epoch + 1} step {p.step}",
                           {"loss": f"{means['loss']:.4f}", "ce": f"{means['ce']:.4f}",
-                           "con": f"{means['contrastive']:.4f}", "lr": f"{lr:.2e}",
+                           "con": f"{means['contrastive']:.4f}",
+                           **({"img": f"{means['image']:.4f}"} if self.config.image_weight
+                              else {}),
+                           "lr": f"{lr:.2e}",
                            "samples/s": f"{samples / max(seconds, 1e-9):.1f}"})
         if self.tensorboard is not None:
             for key, value in means.items():
@@ -555,7 +562,7 @@ class Trainer:
         p, steps = self.position, max(self.position.sums["steps"], 1.0)
         row: dict[str, Any] = {
             "epoch": p.epoch + 1, "step": p.step, "lr": lr,
-            **{k: p.sums[k] / steps for k in ("loss", "ce", "contrastive")},
+            **{k: p.sums[k] / steps for k in LOSS_TERMS},
             "samples_per_s": p.sums["samples"] / max(p.sums["seconds"], 1e-9),
             "seconds": p.sums["seconds"]}
         for key in VAL_KEYS:
@@ -578,9 +585,12 @@ class Trainer:
     def _summary(self, sums: dict[str, float], lr: float, metrics: dict[str, Any] | None
                  ) -> str:
         steps, p = max(sums["steps"], 1.0), self.position
+        terms = f"ce {sums['ce'] / steps:.4f}, con {sums['contrastive'] / steps:.4f}"
+        if self.config.image_weight:
+            terms += f", img {sums['image'] / steps:.4f}"
         text = (f"epoch {p.epoch}/{self.config.epochs}  loss {sums['loss'] / steps:.4f} "
-                f"(ce {sums['ce'] / steps:.4f}, con {sums['contrastive'] / steps:.4f})  "
-                f"lr {lr:.2e}  {sums['samples'] / max(sums['seconds'], 1e-9):.1f} samples/s")
+                f"({terms})  lr {lr:.2e}  "
+                f"{sums['samples'] / max(sums['seconds'], 1e-9):.1f} samples/s")
         if metrics is not None:
             text += (f"  val AUC {_fmt(metrics['pixel_auc'])} (paper flip-inv "
                      f"{_fmt(metrics['pixel_auc_flip_invariant_paper'])}, pooled "

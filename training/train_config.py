@@ -48,6 +48,8 @@ class TrainConfig:
     # loss
     class_weights: tuple[float, float] = (0.0892, 0.9108)
     contrastive_weight: float = 1.0
+    # ours (0, off, is the paper's): BCE of the image score (top-1% mean) vs tampered at all
+    image_weight: float = 0.0
     patch_size: int = 4
     temperature: float = 0.1
     seed: int = 1221
@@ -95,8 +97,10 @@ class TrainConfig:
             problems.append(f"precision {self.precision!r}: choose fp32, bf16 or fp16")
         if min(self.epochs, self.steps_per_epoch, self.lr_step_epochs, self.patch_size) < 1:
             problems.append("epochs, steps_per_epoch, lr_step_epochs and patch_size must be >= 1")
-        if self.lr <= 0 or self.temperature <= 0 or self.contrastive_weight < 0:
-            problems.append("lr and temperature must be > 0, contrastive_weight >= 0")
+        if self.lr <= 0 or self.temperature <= 0 or min(self.contrastive_weight,
+                                                         self.image_weight) < 0:
+            problems.append("lr and temperature must be > 0, contrastive_weight and "
+                            "image_weight >= 0")
         if min(self.workers, self.save_every, self.max_steps, self.val_samples) < 0:
             problems.append("workers, save_every, max_steps and val_samples must be >= 0")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -62,6 +62,11 @@ def train(
                                         help="CE only (the paper's ablation)."),
     contrastive_weight: float | None = typer.Option(None, "--contrastive-weight",
                                                     help="Contrastive weight (default 1)."),
+    image_weight: float | None = typer.Option(None, "--image-weight",
+                                              help="Weight of a loss on the image score (BCE "
+                                              "of its top-1% mean against tampered or not; "
+                                              "ours, against false alarms on unedited photos; "
+                                              "default 0, the paper's)."),
     pretrained_backbone: Path | None = typer.Option(None, "--pretrained-backbone",
                                                     help="Local ImageNet weights for the RGB "
                                                          "trunk (timm/torchvision names)."),
@@ -121,6 +126,7 @@ def train(
         "sources": tuple(str(p) for p in sources) if sources else None, "mode": mode,
         "ela_qualities": _qualities(ela), "srm": False if no_srm else None,
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
+        "image_weight": image_weight,
         "pretrained_backbone": None if pretrained_backbone is None else str(pretrained_backbone),
         "init": None if init is None else named_checkpoint(init),  # "default": shipped
         "backbone": backbone, "aspp_channels": aspp_channels, "embedding_dim": embedding_dim,
