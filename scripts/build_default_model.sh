@@ -56,7 +56,8 @@ from cflnet_sdk.training.calibrate import with_decision
 from cflnet_sdk.training.checkpoint import load_checkpoint, save_checkpoint
 save_checkpoint(load_checkpoint(sys.argv[1]), sys.argv[3], half=True)
 decided = Contract.from_json(read_metadata(sys.argv[2])[CONTRACT_KEY])
-with_decision(sys.argv[3], decided.decision_threshold, decided.false_alarm_rate, sys.argv[3])
+with_decision(sys.argv[3], decided.decision_threshold, decided.false_alarm_rate, sys.argv[3],
+              decided.copy_move_threshold)  # the whole verdict, so both files decide alike
 PY
 # Synthetic forgeries of photos training never saw (the held-out tenth), edits anywhere.
 rm -rf "$held_out" "$held_out_v1"

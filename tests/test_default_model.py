@@ -47,8 +47,11 @@ def test_default_localizer_gives_the_pinned_answer():
 def test_checkpoint_and_onnx_agree():
     pytest.importorskip("torch")
     image = reference_image()
-    onnx = Localizer(MODELS / "cflnet_default.onnx").predict(image).probability
-    torch = Localizer(MODELS / "cflnet_default.safetensors").predict(image).probability
+    with Localizer(MODELS / "cflnet_default.onnx") as exported, \
+            Localizer(MODELS / "cflnet_default.safetensors") as checkpoint:
+        assert exported.contract == checkpoint.contract  # one verdict, copy-move point included
+        onnx = exported.predict(image).probability
+        torch = checkpoint.predict(image).probability
     # both store float16 weights, rounded on different paths (the ONNX after folding batch
     # norm into the convolutions), so they agree to float16 precision, not bit for bit
     assert np.abs(onnx - torch).max() < 1e-2
