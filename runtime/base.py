@@ -83,15 +83,19 @@ def backends() -> dict[str, BackendInfo]:
 def resolve(path: str | Path, backend: str = "auto") -> BackendInfo:
     """The backend named ``backend``, or for ``"auto"`` the one owning the file's suffix."""
     known = backends()
+    suffix = Path(path).suffix.lower()
+    owner = next((info for info in known.values() if suffix in info.suffixes), None)
     if backend != "auto":
         if backend not in known:
             raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of "
                                           f"{', '.join(sorted(known))} or 'auto'")
+        if owner is not None and owner.name != backend:  # else its loader's error is cryptic
+            raise ModelFileError(f"a {suffix} file is for the {owner.name} backend, not "
+                                 f"{backend!r}: pass backend='auto' or {owner.name!r}, or "
+                                 f"export it (`cflnet-export --help`)", path)
         return known[backend]
-    suffix = Path(path).suffix.lower()
-    for info in known.values():
-        if suffix in info.suffixes:
-            return info
+    if owner is not None:
+        return owner
     suffixes = ", ".join(s for info in known.values() for s in info.suffixes)
     raise ModelFileError(f"cannot tell the backend from the suffix {suffix or '(none)'!r}; use "
                          f"one of {suffixes}, or pass backend=...", path)

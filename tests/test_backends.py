@@ -39,6 +39,14 @@ def test_registry_knows_the_three_backends_by_name_and_suffix():
         resolve("m.onnx", backend="openvino")
 
 
+def test_a_file_given_to_another_backend_says_which_one_opens_it(tiny_checkpoint, tiny_onnx):
+    with pytest.raises(ModelFileError, match=r"\.safetensors file is for the torch backend") as err:
+        Localizer(tiny_checkpoint, backend="onnxruntime")
+    with pytest.raises(ModelFileError, match="for the onnxruntime backend, not 'tensorrt'"):
+        Localizer(tiny_onnx, backend="tensorrt")
+    assert str(tiny_checkpoint) in str(err.value) and "cflnet-export" in str(err.value)
+
+
 def test_loading_the_registry_imports_no_heavy_library():
     code = ("import sys; from cflnet_sdk.runtime.base import backends; backends(); "
             "print(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt') if m in sys.modules))")
@@ -118,7 +126,7 @@ def test_session_is_tuned_for_the_cores_we_have():
     assert options.intra_op_num_threads == cpu_count()
 
 
-def test_asking_for_cuda_without_it_is_an_error(tiny_checkpoint, tiny_onnx):
+def test_asking_for_cuda_without_it_is_an_error(tiny_checkpoint, tiny_onnx, tmp_path):
     import onnxruntime as ort
     import torch
 
@@ -128,8 +136,10 @@ def test_asking_for_cuda_without_it_is_an_error(tiny_checkpoint, tiny_onnx):
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailableError, match="CUDA"):
             Localizer(tiny_checkpoint, device="cuda:0")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not read: the device is refused first")
     with pytest.raises(BackendUnavailableError, match="GPU"):
-        Localizer(tiny_onnx, backend="tensorrt", device="cpu")
+        Localizer(engine, device="cpu")
 
 
 @pytest.mark.gpu
