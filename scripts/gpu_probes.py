@@ -50,17 +50,34 @@ class Sizes:
     odd_photo_pixels: int  # parity: tile mode on the odd-size photo nearest this many pixels
     tile_megapixels: float
     train_steps: int  # the first is not timed (kernel selection)
-    timed: tuple[str, ...] = PRECISIONS  # latency tables; parity always runs all PRECISIONS
+    precisions: tuple[str, ...] = PRECISIONS  # parity and latency tables
     tiled: tuple[str, ...] = TILE_PRECISIONS
 
 
 GPU_SIZES = Sizes(batches=(1, 8, 32), warmup=3, iterations=10, photos=4,
                   odd_photo_pixels=600 * 800, tile_megapixels=12.0, train_steps=4)
-# PyTorch has no fp16 convolution kernels for the CPU (one 256x256 image of the default model:
-# 6 s in fp16, 0.08 s in bf16): the dry run runs fp16 once, in parity, and times the rest.
-DRY_SIZES = Sizes(batches=(1, 2), warmup=0, iterations=1, photos=1, odd_photo_pixels=0,
-                  tile_megapixels=0.1, train_steps=2, timed=("fp32", "tf32", "bf16"),
-                  tiled=("tf32", "bf16"))
+
+
+def cpu_precisions() -> tuple[str, ...]:
+    """The PRECISIONS this CPU has oneDNN kernels for. Without them PyTorch falls back to
+    kernels that are slower by a factor of 50 or more (the default model, one 256x256 image on
+    a CPU without fp16 kernels: 6 s in fp16, 0.08 s in bf16), which would stop a dry run at its
+    limit and prove nothing the fp32 run does not."""
+    import torch
+
+    def has(kernels: str) -> bool:
+        check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{kernels}_supported", None)
+        return bool(check and check())
+
+    return tuple(name for name in PRECISIONS if name not in ("fp16", "bf16") or has(name))
+
+
+def dry_sizes() -> Sizes:
+    """The dry run's: one photo, batches of 1 and 2, the precisions this CPU runs fast."""
+    fast = cpu_precisions()
+    return Sizes(batches=(1, 2), warmup=0, iterations=1, photos=1, odd_photo_pixels=0,
+                 tile_megapixels=0.1, train_steps=2, precisions=fast,
+                 tiled=tuple(name for name in TILE_PRECISIONS if name in fast))
 
 
 def budget_skip(limit_s: float, left_s: float) -> str | None:
@@ -75,7 +92,7 @@ class Probe:
 
     def __init__(self, records: TextIO, work: Path, dry: str | None, device: str) -> None:
         self.records, self.work, self.dry, self.device = records, work, dry, device
-        self.sizes = DRY_SIZES if dry else GPU_SIZES
+        self.sizes = dry_sizes() if dry else GPU_SIZES
 
     def emit(self, **record: Any) -> None:
         self.records.write(json.dumps(record) + "\n")
@@ -203,8 +220,9 @@ def precision(backend: Any, name: str) -> Iterator[None]:
 
 
 def parity(probe: Probe, model: str, cpu: Any, device: Any) -> bool:
-    """Photos in resize mode (every precision) and a tile-mode photo of odd size (fp32), GPU
-    against CPU; True when fp32 is within FP32_ATOL (lower precisions are reported only)."""
+    """Photos in resize mode (in each of the sizes' precisions) and a tile-mode photo of odd
+    size (fp32), GPU against CPU; True when fp32 is within FP32_ATOL (lower precisions are
+    reported only)."""
     import numpy as np
 
     from cflnet_sdk.export.parity import Probes, figures, odd_size_photos, photo_probes
@@ -215,7 +233,7 @@ def parity(probe: Probe, model: str, cpu: Any, device: Any) -> bool:
     reference = cpu.backend.run(batch)
     odd = min(odd_size_photos(), key=lambda rgb: abs(rgb.size - probe.sizes.odd_photo_pixels))
     checks = []
-    for name in PRECISIONS:
+    for name in probe.sizes.precisions:
         with precision(device.backend, name):
             checks.append((name, f"{photos.name}, resize", Probes(photos.name, [batch]),
                            reference, device.backend.run(batch)))
@@ -236,12 +254,12 @@ def parity(probe: Probe, model: str, cpu: Any, device: Any) -> bool:
 
 
 def latency(probe: Probe, model: str, localizer: Any) -> None:
-    """Model latency per batch size in each timed precision, as ``cflnet benchmark`` measures it
-    (numpy batch in, probability back on the host)."""
+    """Model latency per batch size in each of the sizes' precisions, as ``cflnet benchmark``
+    measures it (numpy batch in, probability back on the host)."""
     import numpy as np
 
     contract, sizes = localizer.contract, probe.sizes
-    for name in sizes.timed:
+    for name in sizes.precisions:
         with precision(localizer.backend, name):
             for batch in sizes.batches:
                 x = np.random.default_rng(0).standard_normal(
@@ -300,9 +318,11 @@ def inference(probe: Probe, which: str) -> tuple[str, bool]:
     latency(probe, model, device)
     tile_timing(probe, model, device)
     sizes = probe.sizes
+    left_out = [name for name in PRECISIONS if name not in sizes.precisions]
     return (f"fp32 {'within' if passed else 'OUTSIDE'} {FP32_ATOL:g} of the CPU; timed "
-            f"{'/'.join(sizes.timed)} at batch {'/'.join(map(str, sizes.batches))}, tile mode "
-            f"on {sizes.tile_megapixels:g} MP"), passed
+            f"{'/'.join(sizes.precisions)} at batch {'/'.join(map(str, sizes.batches))}, tile "
+            f"mode on {sizes.tile_megapixels:g} MP" + (f"; {'/'.join(left_out)} not run (no "
+            "fast kernels on this CPU)" if left_out else "")), passed
 
 
 # -- training ----------------------------------------------------------------------------------
