@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_probes import budget_skip
-from gpu_report import Report, StepResult
+from gpu_report import DRY_SLACK, Report, StepResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
@@ -75,6 +75,10 @@ class Check:
     def left(self) -> float:
         return self.budget_end - time.time()
 
+    def allowed(self, step: Step) -> float:
+        """The seconds ``step`` may take here: its limit, or DRY_SLACK times it in a dry run."""
+        return step.limit_s * (DRY_SLACK if self.dry else 1.0)
+
     def record(self, step: Step, status: str, seconds: float, detail: str) -> None:
         self.report.add_step(StepResult(step.name, status, round(seconds, 2), step.limit_s,
                                         detail, step.accelerated))
@@ -83,13 +87,13 @@ class Check:
     def step(self, step: Step, action: Callable[[float], tuple[str, str]]) -> str:
         """Run ``action(timeout)`` if the step fits the budget; its (status, detail), or the
         exception it raised, joins the report at once. Returns the status."""
-        reason = budget_skip(step.limit_s, self.left())
+        reason = budget_skip(self.allowed(step), self.left())
         if reason:
             self.record(step, "skipped", 0.0, reason)
             return "skipped"
         began = time.monotonic()
         try:
-            status, detail = action(max(min(step.limit_s, self.left()), 1.0))
+            status, detail = action(max(min(self.allowed(step), self.left()), 1.0))
         except Exception as exc:
             status, detail = "failed", f"{type(exc).__name__}: {exc}"
         self.record(step, status, time.monotonic() - began, detail)
@@ -113,7 +117,7 @@ class Check:
         stopped and one that dies is replaced, each costing that step alone."""
         pending = list(steps)
         while pending:
-            while pending and (reason := budget_skip(pending[0].limit_s, self.left())):
+            while pending and (reason := budget_skip(self.allowed(pending[0]), self.left())):
                 self.record(pending[0], "skipped", 0.0, reason)
                 pending.pop(0)
             if pending:
@@ -125,7 +129,7 @@ class Check:
         argv = [sys.executable, str(self.probe_script), "--records", str(records),
                 "--work", str(self.work), "--budget-end", str(self.budget_end),
                 *(["--dry-run", self.dry] if self.dry else []),
-                *(f"{s.name}={s.limit_s:g}" for s in pending)]
+                *(f"{s.name}={self.allowed(s):g}" for s in pending)]
         print(f"-- probes: {', '.join(s.name for s in pending)}", flush=True)
         with self.log.open("a") as log:
             log.write(f"\n== probes: {' '.join(argv)}\n")
@@ -152,7 +156,7 @@ class Check:
                     return []
                 self.record(step, "failed", elapsed, detail)
                 return pending[1:]
-            if elapsed > min(step.limit_s, max(self.left(), 0.0) + 1.0):
+            if elapsed > min(self.allowed(step), max(self.left(), 0.0) + 1.0):
                 child.kill()
                 child.wait()
                 self.record(step, "failed", elapsed, f"stopped at its limit after {elapsed:.0f} s")
@@ -378,7 +382,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     report.save()
     log = args.out / "gpu_check.log"
     log.write_text("")
-    check = Check(report, work, log, time.time() + args.budget, args.work)
+    budget = args.budget * (DRY_SLACK if args.dry_run else 1.0)
+    check = Check(report, work, log, time.time() + budget, args.work)
     check.probes(PROBES)
     missing = missing_backends(report.environment, report.dry_run)
     report.environment["missing"] = missing

@@ -136,13 +136,13 @@ def test_gpu_path_installs_carried_wheels_aside_and_reports_every_skip(tmp_path)
     assert unwritten.returncode != 0, "the wheel went into this Python"
 
 
-def new_check(tmp_path: Path, budget: float = 60.0, **fields):
+def new_check(tmp_path: Path, budget: float = 60.0, dry_run: str | None = None, **fields):
     import time
 
     gpu_check = gpu_check_module()
     from gpu_report import Report
 
-    report = Report(tmp_path / "out", "test", "today", budget)
+    report = Report(tmp_path / "out", "test", "today", budget, dry_run=dry_run)
     log = tmp_path / "log"
     log.write_text("")
     return gpu_check, gpu_check.Check(report, tmp_path, log, time.time() + budget, tmp_path,
@@ -218,6 +218,18 @@ def test_a_probe_that_hangs_or_dies_costs_only_its_own_step(tmp_path):
     assert "stopped at its limit" in hang["detail"] and 2 <= hang["seconds"] < 10
     assert "exit 3" in die["detail"]
     assert [r["model"] for r in report["results"]] == ["a", "b", "c"]
+
+
+def test_a_dry_run_stops_a_step_at_three_times_its_limit(tmp_path):
+    """A CPU of unknown speed stands in for the GPU: the dry run checks paths, not speed."""
+    script = tmp_path / "fake_probes.py"
+    script.write_text(FAKE_PROBES)
+    gpu_check, check = new_check(tmp_path, dry_run="asked for", probe_script=script)
+    check.probes((gpu_check.Step("hang", 1),))
+    report, text = read_report(tmp_path)
+    hang = report["steps"][0]
+    assert hang["status"] == "failed" and 3 <= hang["seconds"] < 10 and hang["limit_s"] == 1
+    assert "stopped at 3 times it in this dry run" in text
 
 
 def test_a_probe_child_that_cannot_start_fails_its_steps_once(tmp_path):
