@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_probes import budget_skip
-from gpu_report import DRY_SLACK, Report, StepResult
+from gpu_report import Report, StepResult, slack
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
@@ -77,7 +77,7 @@ class Check:
 
     def allowed(self, step: Step) -> float:
         """The seconds ``step`` may take here: its limit, or DRY_SLACK times it in a dry run."""
-        return step.limit_s * (DRY_SLACK if self.dry else 1.0)
+        return step.limit_s * slack(self.dry)
 
     def record(self, step: Step, status: str, seconds: float, detail: str) -> None:
         self.report.add_step(StepResult(step.name, status, round(seconds, 2), step.limit_s,
@@ -382,8 +382,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     report.save()
     log = args.out / "gpu_check.log"
     log.write_text("")
-    budget = args.budget * (DRY_SLACK if args.dry_run else 1.0)
-    check = Check(report, work, log, time.time() + budget, args.work)
+    check = Check(report, work, log, time.time() + args.budget * slack(args.dry_run), args.work)
     check.probes(PROBES)
     missing = missing_backends(report.environment, report.dry_run)
     report.environment["missing"] = missing

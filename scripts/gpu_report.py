@@ -19,6 +19,11 @@ from typing import Any
 DRY_SLACK = 3.0
 
 
+def slack(dry_run: str | None) -> float:
+    """How many times its GPU limit a step, and the budget, may take in this run."""
+    return DRY_SLACK if dry_run else 1.0
+
+
 @dataclass
 class StepResult:
     name: str
@@ -112,7 +117,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Missing backends", ""]
     lines += [f"- **{name}**: {why}" for name, why in env.get("missing", {}).items()] \
         or ["- none"]
-    stopped = f"{DRY_SLACK:g} times it in this dry run" if report["dry_run"] else "it"
+    factor = slack(report["dry_run"])
+    stopped = f"{factor:g} times it in this dry run" if factor != 1 else "it"
     lines += ["", "## Steps", "", "Limit: the step's share of the budget on a 16-core GPU "
               f"machine; it is stopped at {stopped}. Seconds: what it took in this run.", "",
               "| step | limit s | seconds | status | detail |", "|---|---|---|---|---|"]
