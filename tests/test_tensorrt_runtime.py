@@ -175,7 +175,9 @@ def test_engine_path_never_imports_torch(engine_file, photo_files):
     assert shape == [512, 512] and torch_modules == []
 
 
-def test_tile_mode_engine_matches_onnxruntime(tile_onnx, tmp_path):
+def test_tile_mode_engine_matches_onnxruntime(request, tmp_path):
+    require_tensorrt()  # before the export: without TensorRT this skips, whatever else is missing
+    tile_onnx = request.getfixturevalue("tile_onnx")
     reference = Localizer(tile_onnx, device="cpu")
     plan = build_plan(tile_onnx, 128, 128, max_batch=16)
     engine = write_engine(tmp_path / "tile.engine", plan, header(reference.contract))
