@@ -11,11 +11,16 @@
 # later lent machine continues where the last one stopped; with one variant its last epoch comes
 # back too (<run>-last), the INIT of the next session. The fp16 checkpoints are split into parts
 # of 15 MiB (the device returns at most 8 files of at most 16 MiB); join with
-# `cat NAME.part-* > NAME`.
+# `cat NAME.part-* > NAME`. AVERAGE_FROM=N: no choice on the machine; each run's kept epochs
+# from N on come back averaged (<run>-mean, the fifth default model's rule: a learning-rate
+# stage averaged smooths the swings of single epochs), to be scored here; the selection set then
+# need not travel (pack with --select-count 0) and its room goes to the photos.
 #
 #   TRAIN_SECONDS=360 bash scripts/device_train.sh             # on the device, OUT set
 #   INIT=cflnet_sdk/models/cflnet_default.safetensors SEED=1222 TRAIN_SECONDS=360 \
 #       bash scripts/device_train.sh                           # continue the shipped model
+#   INIT=cflnet_sdk/models/cflnet_default.safetensors AVERAGE_FROM=11 TRAIN_SECONDS=300 \
+#       EXTRA="--lr 2.5e-4 --lr-step-epochs 10 --steps-per-epoch 100" bash scripts/device_train.sh
 #   DEVICE=cpu WORKERS=1 TRAIN_SECONDS=60 EXTRA="--size 64 --steps-per-epoch 2" \
 #       bash scripts/device_train.sh                           # a dry run anywhere
 set -u
@@ -41,6 +46,7 @@ SEED=${SEED:-1221}  # a new one when continuing: fresh samples
 DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python3}
 EXTRA=${EXTRA:-}
+AVERAGE_FROM=${AVERAGE_FROM:-}
 mkdir -p "$OUT" "$RUNS"
 exec > >(tee -a "$OUT/device.log") 2>&1
 
@@ -85,15 +91,32 @@ done
 wait "${pids[@]}"  # a plain `wait` would also wait for the log's tee
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv 2>/dev/null
 
-last=() unedited=()
-[ "${#variants[@]}" -eq 1 ] && last=(--keep-last)
-[ -d "$DATA/unedited" ] && unedited=(--unedited "$DATA/unedited")  # detection decides
-"$PYTHON" "$repo/scripts/choose_epochs.py" "${runs[@]}" --data "$DATA/select" "${unedited[@]}" \
-  --device "$DEVICE" --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" "${last[@]}" \
-  -o "$RUNS/chosen"
+average() {  # run: its epochs from AVERAGE_FROM on, averaged; and its latest, both float16
+  local run=$1 path epochs=()
+  for path in "$run"/epoch-*.safetensors; do
+    path=$(basename "$path" .safetensors)
+    [ "$((10#${path#epoch-}))" -ge "$AVERAGE_FROM" ] && epochs+=("$run/$path.safetensors")
+  done
+  [ "${#epochs[@]}" -eq 0 ] && epochs=("$run/$path.safetensors")  # too few epochs: the latest
+  echo "$(basename "$run")-mean: ${epochs[*]##*/}"
+  "$PYTHON" -m cflnet_sdk average "${epochs[@]}" --half \
+    -o "$RUNS/chosen/$(basename "$run")-mean.safetensors"
+  "$PYTHON" -m cflnet_sdk average "$run/$path.safetensors" --half -o "$RUNS/chosen/$(basename "$run")-last.safetensors"
+}
+mkdir -p "$RUNS/chosen"
+if [ -n "$AVERAGE_FROM" ]; then
+  for run in "${runs[@]}"; do average "$run"; done
+else
+  last=() unedited=()
+  [ "${#variants[@]}" -eq 1 ] && last=(--keep-last)
+  [ -d "$DATA/unedited" ] && unedited=(--unedited "$DATA/unedited")  # detection decides
+  "$PYTHON" "$repo/scripts/choose_epochs.py" "${runs[@]}" --data "$DATA/select" "${unedited[@]}" \
+    --device "$DEVICE" --jobs 8 --from-epoch "${FROM_EPOCH:-3}" --seconds "$CHOOSE_SECONDS" \
+    "${last[@]}" -o "$RUNS/chosen"
+fi
 # at most 8 files come back: the log, one archive, two parts per checkpoint (four at most)
-tar czf "$OUT/results.tgz" -C "$RUNS" chosen/choice.json "${metrics[@]}" -C "$OUT" "${logs[@]}" \
-  && rm -f "${logs[@]/#/$OUT/}"
+tar czf "$OUT/results.tgz" -C "$RUNS" $(cd "$RUNS" && ls chosen/*.json 2>/dev/null) "${metrics[@]}" \
+  -C "$OUT" "${logs[@]}" && rm -f "${logs[@]/#/$OUT/}"
 for chosen in "$RUNS"/chosen/*.safetensors; do
   split -b 15M "$chosen" "$OUT/$(basename "$chosen").part-"
 done

@@ -2,7 +2,8 @@
 
 ``pack_device_data.py`` must keep the photo split and the selection set's pixels exactly;
 ``device_train.sh`` (two runs, every epoch scored by ``choose_epochs.py``, the best of each run
-returned in parts; then one run continuing from a returned checkpoint) runs end to end with a
+returned in parts; then one run continuing from a returned checkpoint; and, with AVERAGE_FROM,
+the average of its later epochs in place of the choice) runs end to end with a
 tiny network as the slow test.
 """
 
@@ -194,3 +195,27 @@ def test_device_training_dry_run_returns_each_runs_best_then_continues(tmp_path)
     for role in kept:
         config, _ = read_checkpoint_info(joined(again, f"nosrm-{role}"))
         assert config.srm is False
+
+
+@pytest.mark.slow
+def test_device_training_can_return_the_average_of_its_later_epochs(tmp_path):
+    """AVERAGE_FROM: no choice on the machine; the kept epochs from that one on come back
+    averaged in float16, beside the latest, both loadable."""
+    from safetensors.numpy import load_file
+
+    from cflnet_sdk import Localizer
+
+    data, _ = pack(tmp_path, photo_share=10, held_out=4)
+    out = device_train(tmp_path, data, "mean", VARIANTS="nosrm", AVERAGE_FROM="2")
+    assert "nosrm-mean: epoch-002.safetensors epoch-003.safetensors" in \
+        (out / "device.log").read_text()
+    runs = tmp_path / "runs-mean" / "nosrm"
+    epochs = [load_file(runs / f"epoch-00{n}.safetensors") for n in (2, 3)]
+    mean, last = load_file(joined(out, "nosrm-mean")), load_file(joined(out, "nosrm-last"))
+    for key, value in mean.items():
+        if value.dtype == np.float16:
+            expected = (epochs[0][key].astype(np.float64) + epochs[1][key]) / 2
+            assert np.allclose(value, expected, rtol=2e-3, atol=1e-4), key
+            assert np.allclose(last[key], epochs[1][key], rtol=2e-3, atol=1e-4), key
+    localizer = Localizer(out / "nosrm-mean.safetensors", device="cpu")
+    assert localizer.predict(data / "select" / "images" / "s0.webp").probability.shape == (80, 112)
