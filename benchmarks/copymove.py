@@ -30,8 +30,9 @@ from sklearn.metrics import roc_auc_score
 from cflnet_sdk.runtime.copymove import SCORE_THRESHOLD, CopyMoveDetector
 from cflnet_sdk.training.data.ops import jpeg_roundtrip
 from cflnet_sdk.training.data.readers import open_dataset
-from cflnet_sdk.training.data.sources import PhotoSource
+from cflnet_sdk.training.data.sources import PhotoSource, listed_photos
 
+UNEDITED_LIST = Path(__file__).resolve().parents[1] / "docs" / "unedited-validation-photos.txt"
 REAL_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-val"
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "photos"
 KINDS = ("translation", "rotation", "scale", "mirror", "mixed")
@@ -192,16 +193,10 @@ def training_photos(photos: Path):
     """Yields (name, rgb) of the photos training draws from, less those the validation set
     holds (``docs/unedited-validation-photos.txt``): unedited photos the detector was never
     measured on, on which its operating point is chosen."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from unedited_validation import listed_photos
-
-    listed = listed_photos()
-    source = PhotoSource(folders=(str(photos),), split="train")
+    source = PhotoSource(folders=(str(photos),), split="train",
+                         exclude=listed_photos(UNEDITED_LIST))
     for index, name in enumerate(source.names):
-        if Path(name).resolve().relative_to(photos.resolve()).as_posix() not in listed:
-            yield Path(name).name, source.photo(index)
+        yield Path(name).name, source.photo(index)
 
 
 def operating_point(args: argparse.Namespace) -> None:

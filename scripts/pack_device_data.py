@@ -9,6 +9,7 @@ forgery set, re-encoded as lossless WebP (checked pixel for pixel) to fit; and, 
 epoch choice measures image-level detection (false alarms depend on how a photo was stored).
 
     python scripts/pack_device_data.py --photos ../shared/photos --folders dresden,imagenet-sample \
+        --exclude-photos docs/unedited-validation-photos.txt \
         --select ../shared/data/real-val/misd --select-count 120 \
         --unedited ../shared/data/real-val/authentic --unedited-count 133 --budget-mib 60 \
         -o .devdata
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cflnet_sdk.training.data.sources import PhotoSource, in_held_out
+from cflnet_sdk.training.data.sources import PhotoSource, in_held_out, listed_photos
 
 MIB = 2**20
 
@@ -78,11 +79,13 @@ def pack_unedited(root: Path, count: int, out: Path) -> int:
     return write_manifest(out, rows)
 
 
-def pack_photos(root: Path, folders: list[str], budget: int, held_out: int, out: Path
-                ) -> list[Path]:
-    """Held-out photos first (validation only), then training photos until ``budget`` bytes."""
+def pack_photos(root: Path, folders: list[str], budget: int, held_out: int, out: Path,
+                exclude: tuple[str, ...] = ()) -> list[Path]:
+    """Held-out photos first (validation only), then training photos until ``budget`` bytes;
+    never the ``exclude``d ones."""
     chosen: list[Path] = []
-    photos = [Path(name) for f in folders for name in PhotoSource((str(root / f),)).names]
+    photos = [Path(name) for f in folders
+              for name in PhotoSource((str(root / f),), exclude=exclude).names]
     spare = [p for p in photos if in_held_out(p.name)][:held_out]
     training = [p for p in photos if not in_held_out(p.name)]
     used = 0
@@ -108,6 +111,8 @@ def main() -> None:
     parser.add_argument("--unedited", type=Path, help="manifest dataset of unedited photos")
     parser.add_argument("--unedited-count", type=int, default=133)
     parser.add_argument("--held-out", type=int, default=20, help="held-out photos for validation")
+    parser.add_argument("--exclude-photos", type=Path,
+                        help="photos never to pack, one folder/file per line (validation photos)")
     parser.add_argument("--budget-mib", type=float, default=60.0, help="for all of -o")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
@@ -118,7 +123,8 @@ def main() -> None:
         selected += pack_unedited(args.unedited, args.unedited_count, args.out / "unedited")
     chosen = pack_photos(args.photos, args.folders.split(","),
                          int(args.budget_mib * MIB) - selected, args.held_out,
-                         args.out / "photos")
+                         args.out / "photos",
+                         listed_photos(args.exclude_photos) if args.exclude_photos else ())
     (args.out / "photos.txt").write_text("".join(f"{p}\n" for p in chosen))
     training = sum(not in_held_out(p.name) for p in chosen)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())

@@ -20,16 +20,10 @@ from pathlib import Path
 from PIL import Image
 
 from cflnet_sdk.fileio import write_bytes_atomic
-from cflnet_sdk.training.data.sources import PHOTO_SUFFIXES, in_held_out
+from cflnet_sdk.training.data.sources import PHOTO_SUFFIXES, in_held_out, is_listed, listed_photos
 
 LISTED = Path(__file__).resolve().parent.parent / "docs" / "unedited-validation-photos.txt"
 CAMERA_PIXELS = 4_000_000
-
-
-def listed_photos(path: Path = LISTED) -> set[str]:
-    """The listed photos as ``folder/file`` names, comments and blank lines left out."""
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return {line for line in lines if line and not line.startswith("#")}
 
 
 def kind_of(photo: Path) -> str:
@@ -42,10 +36,9 @@ def kind_of(photo: Path) -> str:
 
 
 def rows(photos: Path, out: Path) -> list[dict]:
-    listed = listed_photos()
+    listed = listed_photos(LISTED)
     found = sorted(p for p in photos.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
-    chosen = [p for p in found
-              if in_held_out(p.name) or p.relative_to(photos).as_posix() in listed]
+    chosen = [p for p in found if in_held_out(p.name) or is_listed(str(p), listed)]
     return [{"image": os.path.relpath(p.resolve(), out.resolve()), "mask": None,
              "kind": kind_of(p)} for p in chosen]
 

@@ -63,9 +63,10 @@ def make_unedited(folder: Path, count: int) -> list[Path]:
     return photos
 
 
-def pack(tmp_path: Path, photo_share: float, held_out: int = 2) -> tuple[Path, list[Path]]:
+def pack(tmp_path: Path, photo_share: float, held_out: int = 2, *extra: str
+         ) -> tuple[Path, list[Path]]:
     """Run the packer on 40 photos, 3 pairs and 4 unedited photos, its budget a share of the
-    photos' bytes."""
+    photos' bytes; ``extra``: more of its flags."""
     photos = noise_photos(tmp_path / "photos" / "cam", 40, **PHOTOS)
     budget_mib = photo_share * sum(p.stat().st_size for p in photos) / 2**20
     make_selection(tmp_path / "misd", 3)
@@ -76,15 +77,19 @@ def pack(tmp_path: Path, photo_share: float, held_out: int = 2) -> tuple[Path, l
                            "--select", str(tmp_path / "misd"), "--select-count", "2",
                            "--unedited", str(tmp_path / "authentic"), "--unedited-count", "3",
                            "--held-out", str(held_out), "--budget-mib", str(budget_mib),
-                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+                           "-o", str(out), *extra], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     return out, photos
 
 
 def test_pack_keeps_the_split_and_the_selection_pixels(tmp_path):
-    out, photos = pack(tmp_path, photo_share=0.5)
+    listed = tmp_path / "validation-photos.txt"  # never packed, whatever their split
+    listed.write_text("".join(f"cam/{name}\n" for name in ("p000.jpg", "p001.jpg", "p002.jpg")))
+    out, photos = pack(tmp_path, 0.5, 2, "--exclude-photos", str(listed))
     photos_size = sum(p.stat().st_size for p in photos)
     packed = (out / "photos.txt").read_text().split()
+    assert not {"cam/p000.jpg", "cam/p001.jpg", "cam/p002.jpg"} & set(packed)
     held = [name for name in packed if in_held_out(Path(name).name)]
     assert len(held) == min(2, sum(in_held_out(p.name) for p in photos))
     assert 5 < len(packed) - len(held) < 40  # the budget cut the training photos short

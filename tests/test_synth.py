@@ -215,6 +215,33 @@ def test_held_out_photos_never_feed_training(tmp_path):
         SynthConfig(split="test")
 
 
+def test_listed_photos_are_left_out_wherever_the_folder_is(tmp_path):
+    """``exclude``: photos kept for validation by a list of folder/file names never feed the
+    generator, whichever split they fall in, and a saved recipe keeps the list."""
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "photos" / "cam"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+            folder / f"photo{i:02d}.png")
+    listed = tmp_path / "list.txt"
+    listed.write_text("# validation\n\ncam/photo00.png\ncam/photo01.png\nam/photo02.png\n")
+    exclude = sources.listed_photos(listed)
+    assert exclude == ("cam/photo00.png", "cam/photo01.png", "am/photo02.png")
+    kept = sources.PhotoSource((str(tmp_path / "photos"),), "all", exclude).names
+    assert {Path(n).name for n in kept} == {f"photo{i:02d}.png" for i in range(2, 12)}
+    config = SynthConfig(seed=1, height=32, width=32, sources=(str(folder),), exclude=exclude,
+                         kinds=("splice",), pristine_rate=0.0)
+    used = {Path(generate_sample(config, i).params["photo"]).name for i in range(20)}
+    assert used and not used & {"photo00.png", "photo01.png"}
+    assert SynthConfig.from_json(config.to_json()) == config
+    everything = tuple(f"cam/photo{i:02d}.png" for i in range(12))
+    with pytest.raises(DataError, match="less the excluded ones"):
+        sources.PhotoSource((str(folder),), "all", everything).names  # noqa: B018
+    with pytest.raises(DataError, match=r"missing\.txt"):
+        sources.listed_photos(tmp_path / "missing.txt")
+
+
 def test_native_hosts_get_a_jpeg_history_on_their_grid_when_asked(tmp_path):
     from cflnet_sdk.training.data.ops import jpeg_roundtrip
 

@@ -296,10 +296,16 @@ def test_cli_train_tile_mode_with_error_levels_writes_that_contract(tmp_path):
                "--synth-save-jpeg", "0.8", "--synth-pristine", "0.3",
                "--synth-jpeg-quality", "70-90", "--workers", "0", "--device", "cpu",
                "--out", str(run)]
-    done = subprocess.run(command, capture_output=True, text=True, env=tiny_env(), timeout=300)
+    kept_out = sorted(photos.iterdir())[:3]
+    listed = tmp_path / "validation-photos.txt"
+    listed.write_text("# kept for validation\n" + "".join(f"photos/{p.name}\n" for p in kept_out))
+    done = subprocess.run([*command, "--exclude-photos", str(listed)], capture_output=True,
+                          text=True, env=tiny_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "native crops" in done.stdout and "held-out photos" in done.stdout
+    assert "less 3 listed photos" in done.stdout
     saved = (run / "config.yaml").read_text()  # a resumed run keeps these
+    assert all(f"- photos/{p.name}" in saved for p in kept_out)
     assert "synth_save_jpeg: 0.8" in saved and "synth_pristine: 0.3" in saved
     assert "synth_jpeg_quality:\n- 70\n- 90" in saved
     from cflnet_sdk.training.checkpoint import read_checkpoint

@@ -70,6 +70,8 @@ class TrainConfig:
     # JPEG qualities of the synthetic compressions (LOW, HIGH); None: the generator's 60-95
     synth_jpeg_quality: tuple[int, int] | None = None
     sources: tuple[str, ...] = ()  # photo folders for synthetic data; () = packaged photos
+    # photos of those folders never used (folder/file names): validation photos kept by a list
+    exclude_photos: tuple[str, ...] = ()
     # speed
     workers: int = 2
     device: str = "auto"

@@ -99,10 +99,12 @@ def synthetic_sources(config: TrainConfig, world: int) -> DataSources:
             settings[key] = setting
     recipe = SynthConfig(seed=config.seed, height=config.size, width=config.size,
                          kinds=tuple(config.synth_kinds), sources=tuple(config.sources),
-                         split="train", **settings)
+                         split="train", exclude=tuple(config.exclude_photos), **settings)
     held_out = replace(recipe, seed=config.seed + VAL_SEED_OFFSET, split="held-out")
     val = SynthDataset(held_out, length=config.val_samples) if config.val_samples else None
     photos = ", ".join(config.sources) or "packaged photos"
+    if config.exclude_photos:
+        photos += f" less {len(config.exclude_photos)} listed photos"
     return DataSources(SynthDataset(recipe, length=config.epochs * block), val, True, block,
                        f"synthetic {'+'.join(config.synth_kinds)} from {photos} "
                        f"({'native crops' if native else 'rescaled views'}): {block} fresh "

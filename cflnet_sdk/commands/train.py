@@ -49,6 +49,9 @@ def train(
     sources: list[Path] | None = typer.Option(None, "--sources", help="Synthetic: folder of "
                                               "photos to forge (repeat; default: packaged "
                                               "photos). One in ten is held out for validation."),
+    exclude_photos: Path | None = typer.Option(None, "--exclude-photos", help="Synthetic: a "
+                                               "list of photos (folder/file per line) never to "
+                                               "use, e.g. docs/unedited-validation-photos.txt."),
     mode: str | None = typer.Option(None, "--mode", help="resize (the paper's: whole image to "
                                     "--size) or tile (native --size crops; the model then runs "
                                     "on tiles of the image's own pixels) (default resize)."),
@@ -117,6 +120,7 @@ def train(
     """Train CFL-Net (defaults: the paper's recipe) and write a run directory."""
     from cflnet_sdk.default_model import named_checkpoint
     from cflnet_sdk.training import train_config
+    from cflnet_sdk.training.data.sources import listed_photos
 
     flags = {
         "data": data, "val": val, "data_format": data_format, "val_fraction": val_fraction,
@@ -124,6 +128,7 @@ def train(
         "synth_kinds": _kinds(synth_kinds), "synth_save_jpeg": synth_save_jpeg,
         "synth_pristine": synth_pristine, "synth_jpeg_quality": _range(synth_jpeg_quality),
         "sources": tuple(str(p) for p in sources) if sources else None, "mode": mode,
+        "exclude_photos": None if exclude_photos is None else listed_photos(exclude_photos),
         "ela_qualities": _qualities(ela), "srm": False if no_srm else None,
         "contrastive_weight": 0.0 if no_contrastive else contrastive_weight,
         "image_weight": image_weight,

@@ -73,22 +73,26 @@ class PhotoSource:
     ``folders`` empty means the packaged photos. The order is sorted, so a seed gives the same
     photo for an index on every machine and in every worker process. ``split`` keeps all
     photos, or only those of the training or the held-out part (:func:`in_held_out`), so a
-    held-out synthetic set shows photos that training never saw.
+    held-out synthetic set shows photos that training never saw. ``exclude`` leaves out photos
+    by name (``folder/file``, matched at the end of the path, as :func:`listed_photos` reads
+    them): photos kept for validation by their own list, whatever their split.
     """
 
     folders: tuple[str, ...] = ()
     split: str = "all"
+    exclude: tuple[str, ...] = ()
 
     @functools.cached_property
     def names(self) -> tuple[str, ...]:
         if self.split not in SPLITS:
             raise DataError(f"unknown photo split {self.split!r}; choose {', '.join(SPLITS)}")
-        names = self._all_names()
+        names = tuple(n for n in self._all_names() if not is_listed(n, self.exclude))
         if self.split != "all":
             names = tuple(n for n in names if in_held_out(n) == (self.split == "held-out"))
-            if not names:
-                raise DataError(f"no photos left in the {self.split!r} split of "
-                                f"{', '.join(self.folders) or 'the packaged photos'}; add photos")
+        if not names:
+            raise DataError(f"no photos left in the {self.split!r} split of "
+                            f"{', '.join(self.folders) or 'the packaged photos'}"
+                            f"{' less the excluded ones' if self.exclude else ''}; add photos")
         return names
 
     def _all_names(self) -> tuple[str, ...]:
@@ -143,6 +147,24 @@ class PhotoCache:
 
 
 _PHOTOS = PhotoCache(PHOTO_CACHE_BYTES)
+
+
+def listed_photos(path: str | Path) -> tuple[str, ...]:
+    """The photos a list file names (``folder/file`` per line; ``#`` comments and blank lines
+    skipped), e.g. ``docs/unedited-validation-photos.txt``."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read the photo list ({exc.strerror}); pass a text file with "
+                        "one folder/file name per line", path) from exc
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def is_listed(name: str, listed: Sequence[str]) -> bool:
+    """Whether the photo at path ``name`` is one of ``listed`` (``folder/file`` names, matched
+    at the end of the path, so the list holds wherever the photo folder is)."""
+    path = "/" + Path(name).as_posix()
+    return any(path.endswith("/" + entry.strip("/")) for entry in listed)
 
 
 def in_held_out(name: str) -> bool:

@@ -49,7 +49,8 @@ class SynthConfig:
     ``donor_jpeg_rate``, JPEG-compressed at another quality, so it carries another history;
     otherwise views are rescaled crops, as for resize-mode models. ``save_jpeg_rate``: share
     of samples saved as JPEG at the end (quality from ``jpeg_quality``), as most forgeries
-    are; the rest stay lossless. ``split`` picks the photos (see ``PhotoSource``).
+    are; the rest stay lossless. ``split`` and ``exclude`` pick the photos (see
+    ``PhotoSource``).
     """
 
     seed: int = 0
@@ -64,6 +65,7 @@ class SynthConfig:
     image_format: Literal["png", "jpeg"] = "png"
     native: bool = False
     split: str = "all"
+    exclude: tuple[str, ...] = ()
     max_regions: int = 3
     area: tuple[float, float] = AREA
     save_jpeg_rate: float = 0.0
@@ -102,10 +104,15 @@ class SynthConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)
 
+    def photos(self) -> PhotoSource:
+        """The photos these samples are made from."""
+        return PhotoSource(self.sources, self.split, self.exclude)
+
     @classmethod
     def from_json(cls, text: str) -> SynthConfig:
         data = json.loads(text)
-        for key in ("kinds", "post_ops", "jpeg_quality", "sources", "area", "donor_scale"):
+        for key in ("kinds", "post_ops", "jpeg_quality", "sources", "exclude", "area",
+                    "donor_scale"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -200,7 +207,7 @@ def manipulate(config: SynthConfig, index: int, source: PhotoSource | None = Non
 
     Exposed so tests and users can see that an edit changes pixels only inside its mask.
     """
-    source = source or PhotoSource(config.sources, config.split)
+    source = source or config.photos()
     rng = sample_rng(config.seed, index)
     photo = int(rng.integers(len(source)))
     params: dict[str, Any] = {"photo": source.names[photo]}
@@ -259,7 +266,7 @@ class SynthDataset:
         if not 0 <= index < self.length:
             raise IndexError(f"sample {index} outside 0..{self.length - 1}")
         if self._source is None:
-            self._source = PhotoSource(self.config.sources, self.config.split)
+            self._source = self.config.photos()
         return generate_sample(self.config, self.offset + index, self._source)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -303,7 +310,7 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(config: SynthConfig, out: str) -> None:
     _WORKER.update(config=config, out=Path(out),
-                   source=PhotoSource(config.sources, config.split))
+                   source=config.photos())
 
 
 def _work(index: int) -> dict[str, Any]:
@@ -335,7 +342,7 @@ def generate(config: SynthConfig, out: str | Path, count: int, workers: int = 1,
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    PhotoSource(config.sources, config.split).names  # noqa: B018 - fail early, before forking
+    config.photos().names  # noqa: B018 - fail early, before forking
     start = time.perf_counter()
     if workers <= 1:
         _init_worker(config, str(out))
