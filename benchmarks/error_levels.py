@@ -1,5 +1,6 @@
-"""Time the error-level channels of a 12 MP photo: the contract's ``error_level`` against the
-plain definition (numpy's sum over the channel axis), in one process, same photo, same load.
+"""Time the error-level channels of a 12 MP photo: the contract's ``error_level`` with its
+qualities in threads, one after the other, and the plain definition (numpy's sum over the
+channel axis), in one process, same photo, same load.
 
     python benchmarks/error_levels.py [--megapixels 12] [--repeats 3]
 """
@@ -57,12 +58,18 @@ def main() -> None:
     TiledImage(rgb, contract)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    for name, function in (("contract", shipped), ("plain definition", plain_error_level)):
+    threads = cflnet_sdk.contract.PARALLEL_ELA_PIXELS
+    for name, function, parallel_from in (
+            ("contract, qualities in threads", shipped, threads),
+            ("contract, one quality after the other", shipped, width * height + 1),
+            ("plain definition, in threads", plain_error_level, threads)):
         cflnet_sdk.contract.error_level = function
+        cflnet_sdk.contract.PARALLEL_ELA_PIXELS = parallel_from
         seconds = best_seconds(lambda: TiledImage(rgb, contract), args.repeats)
         print(f"{width}x{height}, qualities {QUALITIES}, {name}: {seconds:.2f} s (best of "
               f"{args.repeats})")
     cflnet_sdk.contract.error_level = shipped
+    cflnet_sdk.contract.PARALLEL_ELA_PIXELS = threads
     print(f"traced peak with the contract's: {peak / 2**20:.0f} MiB")
 
 

