@@ -101,7 +101,8 @@ average() {  # run: its epochs from AVERAGE_FROM on, averaged; and its latest, b
   echo "$(basename "$run")-mean: ${epochs[*]##*/}"
   "$PYTHON" -m cflnet_sdk average "${epochs[@]}" --half \
     -o "$RUNS/chosen/$(basename "$run")-mean.safetensors"
-  "$PYTHON" -m cflnet_sdk average "$run/$path.safetensors" --half -o "$RUNS/chosen/$(basename "$run")-last.safetensors"
+  "$PYTHON" -m cflnet_sdk average "$run/$path.safetensors" --half \
+    -o "$RUNS/chosen/$(basename "$run")-last.safetensors"
 }
 mkdir -p "$RUNS/chosen"
 if [ -n "$AVERAGE_FROM" ]; then

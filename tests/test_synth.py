@@ -225,7 +225,8 @@ def test_listed_photos_are_left_out_wherever_the_folder_is(tmp_path):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
             folder / f"photo{i:02d}.png")
     listed = tmp_path / "list.txt"
-    listed.write_text("# validation\n\ncam/photo00.png\ncam/photo01.png\nam/photo02.png\n")
+    listed.write_text("# validation\n\ncam/photo00.png\n  cam/photo01.png\n  # cam/photo03.png\n"
+                      "am/photo02.png\n")
     exclude = sources.listed_photos(listed)
     assert exclude == ("cam/photo00.png", "cam/photo01.png", "am/photo02.png")
     kept = sources.PhotoSource((str(tmp_path / "photos"),), "all", exclude).names

@@ -157,7 +157,8 @@ def listed_photos(path: str | Path) -> tuple[str, ...]:
     except OSError as exc:
         raise DataError(f"cannot read the photo list ({exc.strerror}); pass a text file with "
                         "one folder/file name per line", path) from exc
-    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    names = (line.strip() for line in lines)
+    return tuple(name for name in names if name and not name.startswith("#"))
 
 
 def is_listed(name: str, listed: Sequence[str]) -> bool:
