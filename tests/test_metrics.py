@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
 
 from cflnet_sdk.errors import DataError
-from cflnet_sdk.training.metrics import MetricAccumulator
+from cflnet_sdk.training.metrics import MetricAccumulator, binary_auc
 
 
 def random_images(count: int = 12, seed: int = 0):
@@ -49,6 +49,18 @@ def test_per_image_auc_and_the_papers_flip_invariant_variant(data, metrics):
     assert metrics["pixel_auc_flip_invariant_paper"] > metrics["pixel_auc"]
     assert metrics["pixel_auc_images"] == len(aucs)
     assert metrics["pixel_auc_skipped_single_class"] == len(data) - len(aucs) == 4
+
+
+@pytest.mark.parametrize("levels", [3, 50, 100_000])
+def test_binary_auc_is_scikit_learns_with_ties(levels):
+    """Quantised maps tie many pixels; ties count one half, as in ``roc_auc_score``."""
+    rng = np.random.default_rng(levels)
+    for _ in range(5):
+        mask = rng.random((60, 90)) < rng.uniform(0.01, 0.9)
+        probability = np.round((0.3 * mask + rng.random(mask.shape)) * levels) / levels
+        assert binary_auc(mask, probability.astype(np.float32)) == pytest.approx(
+            roc_auc_score(mask.ravel(), probability.astype(np.float32).ravel()), abs=1e-12)
+    assert binary_auc(np.array([True, False]), np.array([0.5, 0.5])) == 0.5
 
 
 def pooled(data):
