@@ -45,16 +45,24 @@ def rows(photos: Path, out: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photos", type=Path, required=True, help="../shared/photos")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="folder for manifest.jsonl")
+    parser.add_argument("--photos", required=True, help="../shared/photos")
+    parser.add_argument("-o", "--out", required=True, help="folder for manifest.jsonl")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    found = rows(args.photos, args.out)
-    write_bytes_atomic(args.out / "manifest.jsonl",
+    # Path("") is the working directory: an empty argument would scan it and write there.
+    if not args.photos.strip() or not Path(args.photos).is_dir():
+        parser.error(f"--photos {args.photos!r} is not a folder: pass ../shared/photos")
+    if not args.out.strip():
+        parser.error("-o is empty: pass the folder the manifest goes to")
+    photos, out = Path(args.photos), Path(args.out)
+    found = rows(photos, out)
+    if not found:
+        parser.error(f"no held-out photos under {photos}: pass ../shared/photos")
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / "manifest.jsonl",
                        "".join(json.dumps(row) + "\n" for row in found).encode("utf-8"))
     kinds = {kind: sum(row["kind"] == kind for row in found) for kind in
              sorted({row["kind"] for row in found})}
-    print(f"wrote {args.out / 'manifest.jsonl'}: {len(found)} unedited photos {kinds}")
+    print(f"wrote {out / 'manifest.jsonl'}: {len(found)} unedited photos {kinds}")
 
 
 if __name__ == "__main__":
