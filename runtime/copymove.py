@@ -379,11 +379,22 @@ def _block_hashes(cells: np.ndarray, height: int, width: int) -> np.ndarray:
     return hashes
 
 
+def _colliding(hashes: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The blocks of ``index`` whose hash's top bits another block of ``index`` shares.
+
+    Equal blocks always do, so sorting only these finds the same pairs in the same order as
+    sorting all, for a fraction of the blocks: with four buckets per block, about a fifth.
+    """
+    bits = max(1, int(np.ceil(np.log2(4 * max(len(index), 1)))))
+    buckets = (hashes[index] >> np.uint64(64 - bits)).astype(np.intp)
+    return index[np.bincount(buckets, minlength=1 << bits)[buckets] > 1]
+
+
 def _offset_votes(hashes: np.ndarray, valid: np.ndarray, min_offset: float,
                   params: CopyMoveDetector) -> list[tuple[np.ndarray, np.ndarray]]:
     """Offsets (dx, dy) shared by at least ``min_votes`` equal-block pairs, most voted first."""
     width = hashes.shape[1]
-    index = np.flatnonzero(valid)
+    index = _colliding(hashes.ravel(), np.flatnonzero(valid))
     order = index[np.argsort(hashes.ravel()[index], kind="stable")]
     same = np.flatnonzero(hashes.ravel()[order[1:]] == hashes.ravel()[order[:-1]])
     first, second = order[same], order[same + 1]

@@ -18,6 +18,7 @@ from cflnet_sdk.runtime.copymove import (
     CopyMoveDetector,
     CopyMoveEvidence,
     RegionPair,
+    _colliding,
     _confidence,
     _shared,
     _Verified,
@@ -122,6 +123,25 @@ def test_exact_copy_too_plain_for_keypoints_is_found_by_its_blocks() -> None:
     assert evidence.score > 0
     pair = evidence.pairs[0]
     assert same_transform(pair.transform, np.array([[1.0, 0, 390], [0, 1.0, 260]]))
+
+
+def test_only_blocks_that_cannot_be_equal_skip_the_sort() -> None:
+    """Blocks whose hash bucket holds no other block are left out of the sort: every equal
+    hash stays, in the same order, so the sorted pairs are those of sorting all blocks."""
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 50_000, dtype=np.uint64) * np.uint64(2)
+    hashes[rng.choice(50_000, 400, replace=False)] = hashes[rng.choice(50_000, 400)]
+    index = np.flatnonzero(rng.random(50_000) < 0.9)
+    kept = _colliding(hashes, index)
+    assert np.all(np.diff(kept) > 0) and len(kept) < len(index) / 3
+
+    def pairs(chosen: np.ndarray) -> np.ndarray:
+        order = chosen[np.argsort(hashes[chosen], kind="stable")]
+        same = np.flatnonzero(hashes[order[1:]] == hashes[order[:-1]])
+        return np.stack([order[same], order[same + 1]])
+
+    assert pairs(kept).shape[1] > 0
+    np.testing.assert_array_equal(pairs(kept), pairs(index))
 
 
 def test_unedited_photos_stay_quiet() -> None:
