@@ -43,7 +43,10 @@ for name, count in (("misd", int(sys.argv[3])), ("authentic", int(sys.argv[4])))
 PY
 python scripts/unedited_validation.py --photos "$photos" -o "$unedited"
 # The operating point, chosen on the exported file that ships (its scores, not torch's).
-cflnet-export onnx "$checkpoint" -o "$models/cflnet_default.onnx" --weights-fp16
+# Tiles overlap by TILE_OVERLAP pixels (default 32: a fifth fewer tiles than the contract's
+# default 64, which pays for the copy-move analysis; docs/benchmarks.md).
+cflnet-export onnx "$checkpoint" -o "$models/cflnet_default.onnx" --weights-fp16 \
+  --tile-overlap "${TILE_OVERLAP:-32}"
 cflnet calibrate "$models/cflnet_default.onnx" --unedited "$unedited" \
   --unedited "$split/authentic-selection" --resave-jpeg 75 --false-alarms "${FALSE_ALARMS:-0.05}" \
   -o "$models/cflnet_default.onnx"
@@ -52,12 +55,10 @@ import sys
 from cflnet_sdk.export.onnx import read_metadata
 from cflnet_sdk.contract import Contract
 from cflnet_sdk.metadata import CONTRACT_KEY
-from cflnet_sdk.training.calibrate import with_decision
 from cflnet_sdk.training.checkpoint import load_checkpoint, save_checkpoint
-save_checkpoint(load_checkpoint(sys.argv[1]), sys.argv[3], half=True)
+# the shipped file's whole contract (tiles, verdict), so both files decide alike
 decided = Contract.from_json(read_metadata(sys.argv[2])[CONTRACT_KEY])
-with_decision(sys.argv[3], decided.decision_threshold, decided.false_alarm_rate, sys.argv[3],
-              decided.copy_move_threshold)  # the whole verdict, so both files decide alike
+save_checkpoint(load_checkpoint(sys.argv[1]), sys.argv[3], contract=decided, half=True)
 PY
 # Synthetic forgeries of photos training never saw (the held-out tenth), edits anywhere.
 rm -rf "$held_out" "$held_out_v1"
